@@ -1,0 +1,45 @@
+"""factorconv: efficient convolution operators as exact drop-in replacements for nn.Conv2d.
+
+The public API (stable; see DESIGN.md):
+
+    import factorconv as fc
+    fc.list_convs(); fc.create_conv2d(16, 32, 3, conv="dsep", padding=1)
+    fc.list_models(); fc.create_model("resnet20", conv="dsep", width=2.75, conv_kwargs={"norm": True})
+    fc.convert(model, "dsep"); fc.fold(model); fc.profile(model, (3, 32, 32))
+"""
+
+__version__ = "0.1.0"
+
+from . import models, ops  # noqa: F401  (registers operators and backbones)
+from .accounting import LayerRow, Profile, count_params, profile
+from .convert import convert, deploy, fold, iter_operators
+from .ops.base import ConvOperator, Cost, is_operator
+from .registry import (
+    create_conv2d,
+    create_model,
+    list_convs,
+    list_models,
+    register_conv,
+    register_model,
+)
+
+__all__ = [
+    "ConvOperator",
+    "Cost",
+    "LayerRow",
+    "Profile",
+    "__version__",
+    "convert",
+    "count_params",
+    "create_conv2d",
+    "create_model",
+    "deploy",
+    "fold",
+    "is_operator",
+    "iter_operators",
+    "list_convs",
+    "list_models",
+    "profile",
+    "register_conv",
+    "register_model",
+]

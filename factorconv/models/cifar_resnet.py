@@ -1,0 +1,156 @@
+"""He et al.'s CIFAR ResNets (resnet20/32/44/56/74/110): a 3x3 stem to 16·width channels, three stages
+of (depth-2)/6 basic blocks at widths w, 2w, 4w (w = round(16·width)), global pooling and a linear
+classifier with bias.
+
+Shortcuts at stage transitions: "A" zero-padding (the paper's CIFAR option, default), "B" a 1x1 conv +
+BN, "conv" a 1x1 conv without BN (the optimized-separable paper's o-ResNet). `stem_stride=2` gives the
+ImageNet40 layout of that paper (stages at 16/8/4 for 32x32 crops).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor, nn
+
+from ..registry import ConvBuilder, register_model
+from .layers import ConvFactory, ZeroPadShortcut, check_choice, check_positive, default_act, init_weights, scale_width
+
+__all__ = ["BasicBlock", "CifarResNet"]
+
+SHORTCUTS = ("A", "B", "conv")
+
+
+def make_shortcut(
+    in_ch: int,
+    out_ch: int,
+    stride: int,
+    kind: str,
+    conv_layer: Callable[..., nn.Module],
+    norm_layer: Callable[[int], nn.Module],
+) -> nn.Module:
+    """Identity when the shape is kept, otherwise the projection `kind` names."""
+    if stride == 1 and in_ch == out_ch:
+        return nn.Identity()
+    if kind == "A":
+        return ZeroPadShortcut(in_ch, out_ch, stride)
+    proj = conv_layer(in_ch, out_ch, 1, stride=stride)
+    return nn.Sequential(proj, norm_layer(out_ch)) if kind == "B" else nn.Sequential(proj)
+
+
+class BasicBlock(nn.Module):
+    """conv3x3-BN-act-conv3x3-BN plus shortcut, then act."""
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        stride: int = 1,
+        *,
+        shortcut: str = "A",
+        conv_layer: Callable[..., nn.Module],
+        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+        act_layer: Callable[[], nn.Module] = default_act,
+    ) -> None:
+        super().__init__()
+        self.conv1 = conv_layer(in_ch, out_ch, 3, stride=stride)
+        self.bn1 = norm_layer(out_ch)
+        self.act1 = act_layer()
+        self.conv2 = conv_layer(out_ch, out_ch, 3)
+        self.bn2 = norm_layer(out_ch)
+        self.shortcut = make_shortcut(in_ch, out_ch, stride, shortcut, conv_layer, norm_layer)
+        self.act2 = act_layer()
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.act1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.act2(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """He et al. CIFAR ResNet of depth 6n+2 with the width multiplier, shortcut and stem options above."""
+
+    def __init__(
+        self,
+        depth: int,
+        *,
+        conv: str | ConvBuilder = "conv",
+        conv_kwargs: dict[str, Any] | None = None,
+        width: float = 1.0,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        shortcut: str = "A",
+        stem_stride: int = 1,
+        replace_stem: bool | None = None,
+        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+        act_layer: Callable[[], nn.Module] = default_act,
+    ) -> None:
+        super().__init__()
+        name = f"resnet{depth}"
+        if (depth - 2) % 6 or depth < 8:
+            raise ValueError(f"CifarResNet: depth must be 6n+2 with n >= 1, got {depth}")
+        check_positive(name, "width", width)
+        check_positive(name, "num_classes", num_classes, int)
+        check_positive(name, "in_chans", in_chans, int)
+        check_positive(name, "stem_stride", stem_stride, int)
+        check_choice(name, "shortcut", shortcut, SHORTCUTS)
+        blocks = (depth - 2) // 6
+        widths = [scale_width(16, width) * m for m in (1, 2, 4)]
+        conv_layer = ConvFactory(conv, conv_kwargs, replace_stem)
+
+        self.conv1 = conv_layer(in_chans, widths[0], 3, stride=stem_stride, stem=True)
+        self.bn1 = norm_layer(widths[0])
+        self.act1 = act_layer()
+        in_ch = widths[0]
+        for i, out_ch in enumerate(widths):
+            layers = []
+            for j in range(blocks):
+                stride = 2 if i > 0 and j == 0 else 1
+                layers.append(BasicBlock(in_ch, out_ch, stride, shortcut=shortcut, conv_layer=conv_layer,
+                                         norm_layer=norm_layer, act_layer=act_layer))
+                in_ch = out_ch
+            self.add_module(f"layer{i + 1}", nn.Sequential(*layers))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten(1)
+        self.fc = nn.Linear(in_ch, num_classes)
+        self.widths = tuple(widths)
+        init_weights(self)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        x = self.act1(self.bn1(self.conv1(x)))
+        return self.layer3(self.layer2(self.layer1(x)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.flatten(self.pool(self.forward_features(x))))
+
+
+def _builder(depth: int) -> Callable[..., CifarResNet]:
+    def builder(
+        *,
+        conv: str | ConvBuilder = "conv",
+        conv_kwargs: dict[str, Any] | None = None,
+        width: float = 1.0,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        shortcut: str = "A",
+        stem_stride: int = 1,
+        replace_stem: bool | None = None,
+        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+        act_layer: Callable[[], nn.Module] = default_act,
+    ) -> CifarResNet:
+        return CifarResNet(
+            depth, conv=conv, conv_kwargs=conv_kwargs, width=width, num_classes=num_classes, in_chans=in_chans,
+            shortcut=shortcut, stem_stride=stem_stride, replace_stem=replace_stem, norm_layer=norm_layer,
+            act_layer=act_layer,
+        )
+
+    builder.__name__ = builder.__qualname__ = f"resnet{depth}"
+    builder.__doc__ = (
+        f"CIFAR ResNet-{depth} (He et al.): 3 stages of {(depth - 2) // 6} basic blocks, widths 16/32/64·width."
+    )
+    return builder
+
+
+for _depth in (20, 32, 44, 56, 74, 110):
+    register_model(f"resnet{_depth}", tags=("cifar", "resnet"))(_builder(_depth))

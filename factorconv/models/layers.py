@@ -1,0 +1,133 @@
+"""Building blocks shared by the backbones: the per-model conv factory, width scaling, shortcuts and
+option checks.
+
+`ConvFactory` is the single place that decides which convs of a backbone become the chosen operator:
+spatial (kernel > 1) convs of the body do; 1x1 projections and the stem (unless `replace_stem`) stay
+standard convs, as in all five papers.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..ops.base import as_pair
+from ..registry import ConvBuilder, conv_entry, create_conv2d
+
+__all__ = [
+    "ConvFactory",
+    "ZeroPadShortcut",
+    "check_choice",
+    "check_positive",
+    "default_act",
+    "init_weights",
+    "scale_width",
+]
+
+default_act: Callable[[], nn.Module] = functools.partial(nn.ReLU, inplace=True)
+
+
+class ConvFactory:
+    """Makes the convs of one model: operator `conv` for spatial body convs, standard convs otherwise."""
+
+    def __init__(
+        self,
+        conv: str | ConvBuilder = "conv",
+        conv_kwargs: dict[str, Any] | None = None,
+        replace_stem: bool | None = None,
+    ) -> None:
+        if replace_stem is None:
+            replace_stem = conv_entry(conv).replace_stem if isinstance(conv, str) else False
+        self.conv = conv
+        self.conv_kwargs = dict(conv_kwargs or {})
+        self.replace_stem = bool(replace_stem)
+
+    def __call__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel_size: int | tuple[int, int],
+        *,
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | None = None,
+        dilation: int = 1,
+        groups: int = 1,
+        bias: bool = False,
+        stem: bool = False,
+    ) -> nn.Module:
+        k = as_pair("ConvFactory", "kernel_size", kernel_size, 1)
+        if padding is None:  # 'same' for odd kernels, as every backbone here uses
+            padding = (dilation * (k[0] - 1) // 2, dilation * (k[1] - 1) // 2)
+        replace = k != (1, 1) and (self.replace_stem or not stem)
+        conv, extra = (self.conv, self.conv_kwargs) if replace else ("conv", {})
+        return create_conv2d(
+            in_ch, out_ch, k, conv=conv, stride=stride, padding=padding, dilation=dilation, groups=groups,
+            bias=bias, **extra,
+        )
+
+
+def scale_width(base: int, width: float, divisor: int = 1, min_value: int | None = None) -> int:
+    """round(base·width) (halves up) to a multiple of `divisor`, at least `min_value` (default divisor)."""
+    min_value = divisor if min_value is None else min_value
+    return max(min_value, math.floor(base * width / divisor + 0.5) * divisor)
+
+
+def check_positive(model: str, option: str, value: Any, kind: type = float) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    if ok and kind is int:
+        ok = isinstance(value, int)
+    if not ok:
+        raise ValueError(f"{model}: {option} must be a positive {kind.__name__}, got {value!r}")
+
+
+def check_choice(model: str, option: str, value: Any, choices: tuple[Any, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{model}: {option} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+class ZeroPadShortcut(nn.Module):
+    """He et al.'s option-A shortcut: subsample by `stride`, pad the new channels with zeros (no parameters)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        if out_channels < in_channels:
+            raise ValueError(f"ZeroPadShortcut: out_channels ({out_channels}) < in_channels ({in_channels})")
+        self.stride = stride
+        extra = out_channels - in_channels
+        self.pad = (extra // 2, extra - extra // 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, *self.pad))
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}, pad={self.pad}"
+
+
+def init_weights(model: nn.Module) -> None:
+    """He initialisation for plain convs, unit BatchNorm, and PyTorch's default for linears.
+
+    Operators initialise themselves (their factors need their own schemes) and are left untouched.
+    """
+    from ..ops.base import is_operator
+
+    skip: set[int] = set()
+    for m in model.modules():
+        if id(m) in skip:
+            continue
+        if is_operator(m) and not isinstance(m, nn.Conv2d):
+            skip.update(id(c) for c in m.modules())
+            continue
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d | nn.GroupNorm) and m.affine:
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

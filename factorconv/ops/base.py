@@ -1,0 +1,421 @@
+"""The operator protocol every factorconv operator follows, and what they share.
+
+An operator is an `nn.Module` with the constructor and semantics of `nn.Conv2d` plus keyword-only options
+of its own, and:
+
+- `dense_weight()` / `dense_bias()`: the equivalent conv kernel and bias, so that
+  `F.conv2d(x, op.dense_weight(), op.dense_bias(), op.stride, op.padding, op.dilation, op.groups) == op(x)`
+  (in eval mode for operators with a BatchNorm inside);
+- `fold()`: that equivalent as a plain `nn.Conv2d`; `deploy()`: the form to ship (fold() unless the
+  operator's factorized form is smaller);
+- `cost(in_hw)`: parameters, bits, MACs and deploy costs from closed forms;
+- `from_conv(conv, **options)`: an operator initialised from an existing conv (exact where the operator
+  can represent it, otherwise a documented least-squares fit whose relative error is `op.fit_error`).
+
+`ConvOperator` implements the shared machinery: argument validation (ValueError naming the option),
+the eval-mode cache of the composed kernel, and the choice between kernel composition (compose the dense
+kernel, run one conv) and feature composition (run the factors as a chain) from a cost model.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "ConvOperator",
+    "ConvSpec",
+    "Cost",
+    "OperatorMixin",
+    "conv_macs",
+    "conv_output_hw",
+    "is_operator",
+]
+
+PATHS = ("auto", "kernel", "feature")
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Closed-form costs of one operator for one input size, at batch 1.
+
+    params/param_bits: trainable form (elements and storage bits). macs: multiply-accumulates of one
+    forward as the papers count them. adds: additions that are not part of a MAC (binary
+    configurations). deploy_*: the same for the form `deploy()` returns; deploy_bits includes any
+    statistics the deployed form stores.
+    """
+
+    params: int
+    param_bits: int
+    macs: int
+    deploy_params: int
+    deploy_bits: int
+    deploy_macs: int
+    adds: int = 0
+    deploy_adds: int = 0
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values(), strict=True)))
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def conv_output_hw(
+    in_hw: tuple[int, int],
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int] = (1, 1),
+    padding: tuple[int, int] = (0, 0),
+    dilation: tuple[int, int] = (1, 1),
+) -> tuple[int, int]:
+    """Output height and width of a conv (the formula of nn.Conv2d)."""
+    return tuple(  # type: ignore[return-value]
+        (n + 2 * p - d * (k - 1) - 1) // s + 1
+        for n, k, s, p, d in zip(in_hw, kernel_size, stride, padding, dilation, strict=True)
+    )
+
+
+def conv_macs(in_ch: int, out_ch: int, kernel_size: tuple[int, int], groups: int, out_hw: tuple[int, int]) -> int:
+    """Multiply-accumulates of one conv at batch 1."""
+    return out_ch * (in_ch // groups) * kernel_size[0] * kernel_size[1] * out_hw[0] * out_hw[1]
+
+
+def as_pair(name: str, option: str, value: Any, minimum: int) -> tuple[int, int]:
+    items = value if isinstance(value, tuple | list) else (value, value)
+    if len(items) != 2:
+        raise ValueError(f"{name}: {option} must be an int or a pair of ints, got {value!r}")
+    out = []
+    for item in items:
+        if isinstance(item, bool):
+            raise ValueError(f"{name}: {option} must be an int or a pair of ints, got {value!r}")
+        try:
+            item = operator.index(item)
+        except TypeError:
+            raise ValueError(f"{name}: {option} must be an int or a pair of ints, got {value!r}") from None
+        if item < minimum:
+            raise ValueError(f"{name}: {option} must be >= {minimum}, got {value!r}")
+        out.append(item)
+    return out[0], out[1]
+
+
+def as_int(name: str, option: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"{name}: {option} must be an int, got {value!r}")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name}: {option} must be an int, got {value!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name}: {option} must be >= {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """The normalised `nn.Conv2d` arguments of a layer (pairs everywhere, padding as ints)."""
+
+    in_channels: int
+    out_channels: int
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+    bias: bool = False
+
+    @classmethod
+    def make(
+        cls,
+        name: str,
+        in_channels: Any,
+        out_channels: Any,
+        kernel_size: Any,
+        stride: Any = 1,
+        padding: Any = 0,
+        dilation: Any = 1,
+        groups: Any = 1,
+        bias: Any = False,
+    ) -> ConvSpec:
+        """Validate nn.Conv2d-style arguments; ValueError naming `name`, the option and the rule otherwise."""
+        cin = as_int(name, "in_channels", in_channels, 1)
+        cout = as_int(name, "out_channels", out_channels, 1)
+        k = as_pair(name, "kernel_size", kernel_size, 1)
+        s = as_pair(name, "stride", stride, 1)
+        d = as_pair(name, "dilation", dilation, 1)
+        g = as_int(name, "groups", groups, 1)
+        if cin % g or cout % g:
+            raise ValueError(
+                f"{name}: groups ({g}) must divide in_channels ({cin}) and out_channels ({cout})"
+            )
+        if not isinstance(bias, bool):
+            raise ValueError(f"{name}: bias must be True or False, got {bias!r}")
+        if isinstance(padding, str):
+            if padding == "valid":
+                p = (0, 0)
+            elif padding == "same":
+                if s != (1, 1):
+                    raise ValueError(f"{name}: padding='same' needs stride 1, got stride {s}")
+                total = [di * (ki - 1) for di, ki in zip(d, k, strict=True)]
+                if any(t % 2 for t in total):
+                    raise ValueError(
+                        f"{name}: padding='same' needs symmetric padding (dilation*(kernel-1) even), "
+                        f"got kernel {k} dilation {d}"
+                    )
+                p = (total[0] // 2, total[1] // 2)
+            else:
+                raise ValueError(f"{name}: padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+        else:
+            p = as_pair(name, "padding", padding, 0)
+        return cls(cin, cout, k, s, p, d, g, bias)
+
+    @classmethod
+    def of(cls, conv: nn.Module) -> ConvSpec:
+        """The spec of an existing nn.Conv2d or operator."""
+        name = type(conv).__name__
+        if getattr(conv, "padding_mode", "zeros") != "zeros":
+            raise ValueError(f"{name}: only padding_mode='zeros' is supported, got {conv.padding_mode!r}")
+        bias = conv.bias is not None if hasattr(conv, "bias") else False
+        return cls.make(
+            name, conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+            conv.dilation, conv.groups, bias,
+        )
+
+    def kwargs(self) -> dict[str, Any]:
+        return {
+            "stride": self.stride, "padding": self.padding, "dilation": self.dilation,
+            "groups": self.groups, "bias": self.bias,
+        }
+
+    def out_hw(self, in_hw: tuple[int, int]) -> tuple[int, int]:
+        return conv_output_hw(in_hw, self.kernel_size, self.stride, self.padding, self.dilation)
+
+    def macs(self, in_hw: tuple[int, int]) -> int:
+        return conv_macs(self.in_channels, self.out_channels, self.kernel_size, self.groups, self.out_hw(in_hw))
+
+    @property
+    def weight_numel(self) -> int:
+        return self.out_channels * (self.in_channels // self.groups) * self.kernel_size[0] * self.kernel_size[1]
+
+
+def dense_cost(spec: ConvSpec, in_hw: tuple[int, int], bits: int = 32) -> Cost:
+    """The cost of a plain conv with this spec (trainable form == deploy form)."""
+    params = spec.weight_numel + (spec.out_channels if spec.bias else 0)
+    macs = spec.macs(in_hw)
+    return Cost(params, params * bits, macs, params, params * bits, macs)
+
+
+def is_operator(module: nn.Module) -> bool:
+    """Whether `module` follows the operator protocol (a factorconv operator, including `conv`)."""
+    return isinstance(module, OperatorMixin)
+
+
+class OperatorMixin:
+    """Protocol methods shared by `ConvOperator` and the plain `conv` baseline (an nn.Conv2d subclass)."""
+
+    # Set by from_conv: relative Frobenius error of the fitted dense kernel (0.0 when exact).
+    fit_error: float | None = None
+    # Whether dense_weight() is exact for the forward in training mode too (False with a BatchNorm inside).
+    linear_in_train: ClassVar[bool] = True
+
+    @property
+    def spec(self) -> ConvSpec:
+        return ConvSpec.of(self)  # type: ignore[arg-type]
+
+    def dense_weight(self) -> Tensor:
+        """The equivalent conv kernel (out_channels, in_channels/groups, kh, kw)."""
+        raise NotImplementedError
+
+    def dense_bias(self) -> Tensor | None:
+        """The equivalent conv bias (None when there is none)."""
+        return self.bias  # type: ignore[attr-defined,no-any-return]
+
+    def cost(self, in_hw: tuple[int, int]) -> Cost:
+        """Closed-form costs for an input of spatial size `in_hw` at batch 1."""
+        raise NotImplementedError
+
+    def storage_bits(self) -> dict[str, int]:
+        """Storage bits of own parameters that are not stored at their dtype's width (e.g. binary masks)."""
+        return {}
+
+    def fold(self) -> nn.Conv2d:
+        """The exact equivalent plain nn.Conv2d (eval-mode semantics for operators with a BatchNorm)."""
+        spec = self.spec
+        with torch.no_grad():
+            weight = self.dense_weight().detach()
+            bias = self.dense_bias()
+            conv = nn.Conv2d(
+                spec.in_channels, spec.out_channels, spec.kernel_size, spec.stride, spec.padding,
+                spec.dilation, spec.groups, bias=bias is not None, device=weight.device, dtype=weight.dtype,
+            )
+            conv.weight.copy_(weight)
+            if bias is not None:
+                conv.bias.copy_(bias.detach())
+        conv.train(self.training)  # type: ignore[attr-defined]
+        return conv
+
+    def deploy(self) -> nn.Module:
+        """The form to ship: the folded conv, unless an operator overrides it with a smaller form."""
+        return self.fold()
+
+    @classmethod
+    def from_conv(cls, conv: nn.Module, **options: Any) -> OperatorMixin:
+        """An operator with `conv`'s configuration, initialised from its weights (see `load_from_conv`)."""
+        spec = ConvSpec.of(conv)
+        op = cls(spec.in_channels, spec.out_channels, spec.kernel_size, **spec.kwargs(), **options)
+        weight = conv.dense_weight() if is_operator(conv) else conv.weight
+        bias = conv.dense_bias() if is_operator(conv) else conv.bias
+        op.to(device=weight.device, dtype=weight.dtype)  # type: ignore[attr-defined]
+        with torch.no_grad():
+            op.fit_error = op.load_from_conv(weight.detach(), None if bias is None else bias.detach())
+        return op
+
+    def load_from_conv(self, weight: Tensor, bias: Tensor | None) -> float:
+        """Set own parameters to represent `weight`/`bias`; return the relative fit error of the kernel."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement from_conv")
+
+    def _fit_error(self, weight: Tensor) -> float:
+        fitted = self.dense_weight().detach()
+        return float((fitted - weight).norm() / weight.norm().clamp_min(1e-30))
+
+
+class ConvOperator(OperatorMixin, nn.Module):
+    """Base class of operators with their own parameters.
+
+    Subclasses implement `dense_weight()` (differentiable, contiguous), `cost()`, `load_from_conv()`, and
+    where they can also run as a chain of convs: `feature_forward(x)` and `feature_macs(in_hw)` with
+    `has_feature_path = True` (and `compose_macs()` when composing the kernel has a notable cost).
+    """
+
+    has_feature_path: ClassVar[bool] = False
+
+    @property
+    def spec(self) -> ConvSpec:
+        return self._spec
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = False,
+        *,
+        path: str = "auto",
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        spec = ConvSpec.make(name, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
+        if path not in PATHS:
+            raise ValueError(f"{name}: path must be one of {', '.join(PATHS)}, got {path!r}")
+        if path == "feature" and not self.has_feature_path:
+            raise ValueError(f"{name}: path='feature' is not available (this operator only composes kernels)")
+        self.in_channels = spec.in_channels
+        self.out_channels = spec.out_channels
+        self.kernel_size = spec.kernel_size
+        self.stride = spec.stride
+        self.padding = spec.padding
+        self.dilation = spec.dilation
+        self.groups = spec.groups
+        self.path = path
+        self._spec = spec
+        if spec.bias:
+            self.bias = nn.Parameter(torch.zeros(spec.out_channels))
+        else:
+            self.register_parameter("bias", None)
+        self._cache: tuple[tuple[Any, ...], Tensor] | None = None
+
+    # -- kernel composition -------------------------------------------------------------------------
+    def compose_macs(self) -> int:
+        """MACs to compose the dense kernel once (amortised over a batch, zero when cached)."""
+        return 0
+
+    def feature_macs(self, in_hw: tuple[int, int]) -> int:
+        """MACs of one sample through the feature-composition chain."""
+        raise NotImplementedError
+
+    def feature_forward(self, x: Tensor) -> Tensor:
+        """The forward as a chain of the operator's factors."""
+        raise NotImplementedError
+
+    def _cache_key(self) -> tuple[Any, ...]:
+        tensors = [*self.parameters(), *self.buffers()]
+        return tuple((t._version, t.data_ptr(), t.dtype, t.device) for t in tensors)
+
+    def _kernel_cacheable(self) -> bool:
+        if self.training or torch.compiler.is_compiling():
+            return False
+        return not (torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()))
+
+    def composed_kernel(self) -> Tensor:
+        """dense_weight(), cached in eval mode until a parameter or buffer changes."""
+        if not self._kernel_cacheable():
+            self._cache = None
+            return self.dense_weight()
+        key = self._cache_key()
+        if self._cache is None or self._cache[0] != key:
+            with torch.no_grad():
+                self._cache = (key, self.dense_weight().contiguous())
+        return self._cache[1]
+
+    def choose_path(self, x: Tensor) -> str:
+        """'kernel' or 'feature' for this input: the forced `path`, else the one with fewer MACs."""
+        if self.path != "auto":
+            return self.path
+        if not self.has_feature_path:
+            return "kernel"
+        batch, in_hw = x.shape[0], (x.shape[-2], x.shape[-1])
+        cached = self._kernel_cacheable()
+        kernel = (0 if cached else self.compose_macs()) + batch * self.spec.macs(in_hw)
+        feature = batch * self.feature_macs(in_hw)
+        return "feature" if feature < kernel else "kernel"
+
+    def train(self, mode: bool = True) -> ConvOperator:
+        self._cache = None
+        return super().train(mode)
+
+    def _conv(self, x: Tensor, weight: Tensor) -> Tensor:
+        return F.conv2d(x, weight, self.dense_bias(), self.stride, self.padding, self.dilation, self.groups)
+
+    @torch.jit.unused
+    def _eager_forward(self, x: Tensor) -> Tensor:
+        if self.choose_path(x) == "feature":
+            return self.feature_forward(x)
+        return self._conv(x, self.composed_kernel())
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.jit.is_scripting():
+            return self._conv(x, self.dense_weight())
+        else:
+            return self._eager_forward(x)
+
+    def extra_repr(self) -> str:
+        s = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}"
+        )
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        if self.path != "auto":
+            s += f", path={self.path!r}"
+        return s
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def bits_to_bytes(bits: int) -> int:
+    return math.ceil(bits / 8)

@@ -1,0 +1,226 @@
+"""Registries of convolution operators and model builders, and the two factories built on them.
+
+`register_conv` / `register_model` add entries (a duplicate name raises), `list_convs` / `list_models`
+list them, `create_conv2d` / `create_model` build from them. Operator families and backbones register
+themselves when their module is imported; `factorconv/__init__.py` imports them all.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+__all__ = [
+    "ConvEntry",
+    "ModelEntry",
+    "conv_entry",
+    "create_conv2d",
+    "create_model",
+    "list_convs",
+    "list_models",
+    "model_entry",
+    "register_conv",
+    "register_model",
+]
+
+ConvBuilder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class ConvEntry:
+    """A registered operator: how to build it and how models should use it."""
+
+    name: str
+    builder: ConvBuilder
+    # Whether backbones replace their stem conv with this operator by default (ACDC does, as its paper).
+    replace_stem: bool = False
+    # Called once with the whole model after a backbone is built or converted with this operator;
+    # operators whose parameters span layers (ACDC's shared coefficient banks) bind them here.
+    finalize: Callable[[nn.Module], None] | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered backbone builder with the input size its papers use."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    input_size: tuple[int, int, int] = (3, 32, 32)
+    description: str = ""
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+_CONVS: dict[str, ConvEntry] = {}
+_MODELS: dict[str, ModelEntry] = {}
+
+
+def _first_doc_line(obj: Any) -> str:
+    doc = inspect.getdoc(obj) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def register_conv(
+    name: str,
+    *,
+    replace_stem: bool = False,
+    finalize: Callable[[nn.Module], None] | None = None,
+) -> Callable[[ConvBuilder], ConvBuilder]:
+    """Decorator registering an operator class (or builder function) under `name`.
+
+    The builder is called as `builder(in_ch, out_ch, kernel_size, stride=, padding=, dilation=, groups=,
+    bias=, **op_kwargs)`. A class may define a `finalize_model(model)` classmethod instead of `finalize`.
+    """
+
+    def decorator(builder: ConvBuilder) -> ConvBuilder:
+        if name in _CONVS:
+            raise ValueError(f"conv '{name}' is already registered (by {_CONVS[name].builder!r})")
+        fin = finalize if finalize is not None else getattr(builder, "finalize_model", None)
+        _CONVS[name] = ConvEntry(name, builder, replace_stem, fin, _first_doc_line(builder))
+        return builder
+
+    return decorator
+
+
+def register_model(
+    name: str | None = None,
+    *,
+    input_size: tuple[int, int, int] = (3, 32, 32),
+    tags: Iterable[str] = (),
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator registering a model builder under `name` (default: the function's name)."""
+
+    def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        key = name or fn.__name__
+        if key in _MODELS:
+            raise ValueError(f"model '{key}' is already registered (by {_MODELS[key].builder!r})")
+        _MODELS[key] = ModelEntry(key, fn, tuple(input_size), _first_doc_line(fn), tuple(tags))
+        return fn
+
+    return decorator
+
+
+def _unknown(kind: str, name: object, known: Iterable[str]) -> ValueError:
+    known = sorted(known)
+    close = difflib.get_close_matches(str(name), known, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return ValueError(f"unknown {kind} {name!r}{hint} (registered: {', '.join(known)})")
+
+
+def _natural_key(name: str) -> list[Any]:
+    """'resnet20' < 'resnet110': digit runs compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def list_convs(pattern: str = "*") -> list[str]:
+    """Registered operator names matching a shell-style `pattern`, sorted."""
+    return sorted((n for n in _CONVS if fnmatch.fnmatch(n, pattern)), key=_natural_key)
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style `pattern`, in natural order."""
+    return sorted((n for n in _MODELS if fnmatch.fnmatch(n, pattern)), key=_natural_key)
+
+
+def conv_entry(name: str) -> ConvEntry:
+    """The registry entry of operator `name`; ValueError naming the known ones otherwise."""
+    if not isinstance(name, str) or name not in _CONVS:
+        raise _unknown("conv", name, _CONVS)
+    return _CONVS[name]
+
+
+def model_entry(name: str) -> ModelEntry:
+    """The registry entry of model `name`; ValueError naming the known ones otherwise."""
+    if not isinstance(name, str) or name not in _MODELS:
+        raise _unknown("model", name, _MODELS)
+    return _MODELS[name]
+
+
+def create_conv2d(
+    in_ch: int,
+    out_ch: int,
+    kernel_size: int | tuple[int, int],
+    *,
+    conv: str | ConvBuilder = "conv",
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] | str = 0,
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
+    bias: bool = False,
+    **op_kwargs: Any,
+) -> nn.Module:
+    """Build one convolution layer with the semantics of `nn.Conv2d`, as operator `conv`.
+
+    `conv` is a registered name (see `list_convs()`) or a callable with this signature.
+    Operator-specific options go in `op_kwargs`; an option the operator does not take raises ValueError.
+    """
+    builder = conv if callable(conv) else conv_entry(conv).builder
+    label = conv if isinstance(conv, str) else getattr(conv, "__name__", repr(conv))
+    _check_kwargs(builder, op_kwargs, f"conv {label!r}", skip=_CONV_ARGS)
+    return builder(
+        in_ch, out_ch, kernel_size, stride=stride, padding=padding, dilation=dilation, groups=groups,
+        bias=bias, **op_kwargs,
+    )
+
+
+_CONV_ARGS = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "bias")
+
+
+def _check_kwargs(fn: Callable[..., Any], kwargs: dict[str, Any], what: str, skip: Iterable[str] = ()) -> None:
+    """Raise ValueError for keyword options `fn` does not accept (instead of a TypeError deep inside)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # builtins without a signature: let the call itself complain
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        options = [n for n in accepted if n not in set(skip) and n != "self"]
+        raise ValueError(
+            f"{what} does not take option(s) {', '.join(map(repr, unknown))}; "
+            f"its options are: {', '.join(options) or '(none)'}"
+        )
+
+
+def create_model(
+    name: str,
+    *,
+    conv: str | ConvBuilder = "conv",
+    width: float = 1.0,
+    num_classes: int = 10,
+    in_chans: int = 3,
+    conv_kwargs: dict[str, Any] | None = None,
+    **model_kwargs: Any,
+) -> nn.Module:
+    """Build registered backbone `name` with operator `conv` in place of its spatial convs.
+
+    Keyword options that are None are dropped (so a CLI can pass unset options through). The model gets
+    a `build_config` attribute (a JSON-able dict of what it was built with) when every option is JSON-able.
+    """
+    entry = model_entry(name)
+    model_kwargs = {k: v for k, v in model_kwargs.items() if v is not None}
+    _check_kwargs(entry.builder, model_kwargs, f"model {name!r}")
+    if isinstance(conv, str):
+        conv_entry(conv)  # fail early with the list of known names
+    model = entry.builder(
+        conv=conv, width=width, num_classes=num_classes, in_chans=in_chans,
+        conv_kwargs=dict(conv_kwargs or {}), **model_kwargs,
+    )
+    if isinstance(conv, str):
+        finalize = conv_entry(conv).finalize
+        if finalize is not None:
+            finalize(model)
+        model.build_config = {
+            "model": name, "conv": conv, "width": width, "num_classes": num_classes, "in_chans": in_chans,
+            "conv_kwargs": dict(conv_kwargs or {}), **model_kwargs,
+        }
+    return model

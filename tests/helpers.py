@@ -1,0 +1,89 @@
+"""Shared test helpers: hypothesis strategies for every registered operator's configurations, parameter
+randomisation, and relative-error comparisons."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from hypothesis import strategies as st
+from torch import Tensor, nn
+
+import factorconv as fc
+
+
+def rel_err(a: Tensor, b: Tensor) -> float:
+    """||a - b|| / ||b|| (0 when both are zero)."""
+    denom = b.double().norm().item()
+    diff = (a.double() - b.double()).norm().item()
+    return diff / denom if denom > 0 else diff
+
+
+def randomize_(module: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
+    """Give every float parameter and buffer random values (BN variances positive) so that
+    equivalence tests cannot pass on an identity-like initialisation."""
+    with torch.no_grad():
+        for name, t in [*module.named_parameters(), *module.named_buffers()]:
+            if not t.is_floating_point():
+                continue
+            if name.endswith("running_var"):
+                t.copy_(torch.rand(t.shape, generator=generator, dtype=t.dtype) * 1.5 + 0.5)
+            else:
+                t.copy_(torch.randn(t.shape, generator=generator, dtype=t.dtype))
+    return module
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+# Operators whose options conv_config knows how to draw; a newly registered operator must be added here
+# (tests/test_operators.py fails until it is).
+CONFIGURED_CONVS = {"conv", "dw", "dsep", "ssep"}
+
+
+@st.composite
+def conv_config(draw: Any, conv: str, max_channels: int = 12) -> dict[str, Any]:
+    """A valid nn.Conv2d configuration for `conv`, with an input shape, and the operator's own options."""
+    groups_pool = draw(st.sampled_from([1, 1, 2, 3, 4]))
+    cin = groups_pool * draw(st.integers(1, max(1, max_channels // groups_pool)))
+    cout = groups_pool * draw(st.integers(1, max(1, max_channels // groups_pool)))
+    groups = draw(st.sampled_from(_divisors(math.gcd(cin, cout))))
+    square = draw(st.booleans())
+    kh = draw(st.integers(1, 4))
+    kw = kh if square else draw(st.integers(1, 4))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    options: dict[str, Any] = {}
+    if conv == "dw":
+        cout = cin * draw(st.integers(1, 3))
+        groups = draw(st.sampled_from([1, cin]))
+    elif conv == "dsep":
+        options = {"multiplier": draw(st.integers(1, 3)), "norm": draw(st.booleans())}
+    elif conv == "ssep":
+        options = {"mid_channels": groups * draw(st.integers(1, max(1, max_channels // groups)))}
+    min_h = dilation[0] * (kh - 1) + 1 - 2 * padding[0]
+    min_w = dilation[1] * (kw - 1) + 1 - 2 * padding[1]
+    h = draw(st.integers(max(1, min_h), max(1, min_h) + 7))
+    w = draw(st.integers(max(1, min_w), max(1, min_w) + 7))
+    return {
+        "in_ch": cin, "out_ch": cout, "kernel_size": (kh, kw), "stride": stride, "padding": padding,
+        "dilation": dilation, "groups": groups, "bias": draw(st.booleans()), "options": options,
+        "batch": draw(st.integers(1, 3)), "hw": (h, w),
+    }
+
+
+def build(conv: str, cfg: dict[str, Any], dtype: torch.dtype = torch.float64) -> nn.Module:
+    op = fc.create_conv2d(
+        cfg["in_ch"], cfg["out_ch"], cfg["kernel_size"], conv=conv, stride=cfg["stride"], padding=cfg["padding"],
+        dilation=cfg["dilation"], groups=cfg["groups"], bias=cfg["bias"], **cfg["options"],
+    )
+    return op.to(dtype)
+
+
+def dense_forward(op: nn.Module, x: Tensor) -> Tensor:
+    return torch.nn.functional.conv2d(
+        x, op.dense_weight(), op.dense_bias(), op.stride, op.padding, op.dilation, op.groups
+    )

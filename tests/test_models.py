@@ -1,0 +1,52 @@
+"""Backbones: shapes, options, every model x every conv (small width), gradients, fold."""
+
+import pytest
+import torch
+from helpers import rel_err
+
+import factorconv as fc
+from factorconv.models.layers import ZeroPadShortcut, scale_width
+
+
+@pytest.mark.parametrize("name", fc.list_models())
+@pytest.mark.parametrize("conv", fc.list_convs())
+def test_every_model_with_every_conv(name: str, conv: str) -> None:
+    model = fc.create_model(name, conv=conv, width=0.25, num_classes=7, in_chans=2)
+    x = torch.randn(2, 2, 16, 16)
+    out = model(x)
+    assert out.shape == (2, 7)
+    assert torch.isfinite(out).all()
+    out.square().mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, missing
+    with torch.no_grad():  # non-trivial BatchNorm statistics, inside operators too
+        for _ in range(2):
+            model(torch.randn(4, 2, 16, 16))
+    model.eval()
+    with torch.no_grad():
+        ref = model(x)
+        assert rel_err(fc.fold(model)(x), ref) < 1e-4
+
+
+@pytest.mark.parametrize("shortcut", ["A", "B", "conv"])
+def test_cifar_resnet_shortcuts(shortcut: str) -> None:
+    model = fc.create_model("resnet32", shortcut=shortcut)
+    n_params = fc.count_params(model)
+    base = fc.count_params(fc.create_model("resnet32"))
+    extra = {"A": 0, "B": 16 * 32 + 2 * 32 + 32 * 64 + 2 * 64, "conv": 16 * 32 + 32 * 64}[shortcut]
+    assert n_params == base + extra
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_stem_stride_and_width() -> None:
+    model = fc.create_model("resnet20", width=3.625, stem_stride=2, num_classes=1000)
+    assert model.widths == (58, 116, 232)
+    assert fc.profile(model).layers[0].out_shape == (1, 58, 16, 16)
+
+
+def test_zero_pad_shortcut_and_width_rounding() -> None:
+    x = torch.randn(1, 3, 5, 5)
+    y = ZeroPadShortcut(3, 8, 2)(x)
+    assert y.shape == (1, 8, 3, 3)
+    assert torch.equal(y[:, 2:5], x[:, :, ::2, ::2]) and y[:, :2].abs().sum() == 0
+    assert scale_width(16, 2.72) == 44 and scale_width(16, 2.53125) == 41 and scale_width(16, 0.01) == 1
