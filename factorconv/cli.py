@@ -68,7 +68,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conv", default="conv", help="operator replacing the spatial convs (default: conv)")
     p.add_argument("--width", type=float, default=None, help="width multiplier (default: the model's, 1.0)")
     p.add_argument("--input", default=None, help="input size CxHxW (default: the model's, e.g. 3x32x32)")
-    p.add_argument("--num-classes", type=int, default=None, help="classifier outputs (default 10)")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="classifier outputs (default: the model's, 10 for CIFAR models, 1000 for ImageNet ones)")
     p.add_argument("--opt", action="append", metavar="KEY=VALUE", help="operator option, repeatable")
     p.add_argument("--model-opt", action="append", metavar="KEY=VALUE", help="model option, repeatable")
 
@@ -76,7 +77,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 def _build(args: argparse.Namespace, device: str | None = None) -> tuple[torch.nn.Module, tuple[int, int, int]]:
     entry = model_entry(args.model)
     input_size = parse_input_size(args.input) if args.input else entry.input_size
-    kwargs = {"width": args.width, "num_classes": args.num_classes}
+    kwargs = {"width": args.width, "num_classes": args.num_classes or entry.num_classes}
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     with torch.device(device) if device else contextlib.nullcontext():
         model = create_model(
@@ -92,9 +93,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
     for name in list_models(args.pattern):
         entry = model_entry(name)
         with torch.device("meta"):  # counting only: nothing is allocated
-            params = count_params(create_model(name))
+            params = count_params(create_model(name, num_classes=entry.num_classes))
         models.append({"name": name, "params": params, "input_size": list(entry.input_size),
-                       "description": entry.description})
+                       "num_classes": entry.num_classes, "description": entry.description})
     if args.json:
         print(json.dumps({"convs": convs, "models": models}, indent=2))
         return 0
@@ -102,11 +103,12 @@ def _cmd_list(args: argparse.Namespace) -> int:
     width = max(len(c["name"]) for c in convs)
     for c in convs:
         print(f"  {c['name']:<{width}}  {c['description']}")
-    print("\nmodels (params at width 1.0, default classes):")
+    print("\nmodels (params at width 1.0, with the classes and input size their papers use):")
     width = max((len(m["name"]) for m in models), default=0)
     for m in models:
         size = "x".join(map(str, m["input_size"]))
-        print(f"  {m['name']:<{width}}  {m['params'] / 1e6:8.3f} M  {size:>9}  {m['description']}")
+        print(f"  {m['name']:<{width}}  {m['params'] / 1e6:8.3f} M  {size:>9}  {m['num_classes']:>4}  "
+              f"{m['description']}")
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import inspect
 import re
 from collections.abc import Callable, Iterable
@@ -54,6 +55,8 @@ class ModelEntry:
     name: str
     builder: Callable[..., nn.Module]
     input_size: tuple[int, int, int] = (3, 32, 32)
+    # The class count the model's papers count it with (the CLI's default; create_model's is 10).
+    num_classes: int = 10
     description: str = ""
     tags: tuple[str, ...] = field(default_factory=tuple)
 
@@ -93,15 +96,23 @@ def register_model(
     name: str | None = None,
     *,
     input_size: tuple[int, int, int] = (3, 32, 32),
+    num_classes: int = 10,
     tags: Iterable[str] = (),
+    description: str | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator registering a model builder under `name` (default: the function's name)."""
+    """Decorator registering a model builder under `name` (default: the function's name).
+
+    `input_size` and `num_classes` are what the model's papers count it with (ImageNet models: 3x224x224,
+    1000 classes); `factorconv list/profile` use them unless told otherwise. A builder may be a
+    `functools.partial` of a model class (then give `name` and `description`).
+    """
 
     def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         key = name or fn.__name__
         if key in _MODELS:
             raise ValueError(f"model '{key}' is already registered (by {_MODELS[key].builder!r})")
-        _MODELS[key] = ModelEntry(key, fn, tuple(input_size), _first_doc_line(fn), tuple(tags))
+        doc = description if description is not None else _first_doc_line(fn)
+        _MODELS[key] = ModelEntry(key, fn, tuple(input_size), num_classes, doc, tuple(tags))
         return fn
 
     return decorator
@@ -181,7 +192,8 @@ def _check_kwargs(fn: Callable[..., Any], kwargs: dict[str, Any], what: str, ski
         return
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
-    accepted = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    fixed = set(fn.keywords) if isinstance(fn, functools.partial) else set()  # set by the registered name
+    accepted = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL and n not in fixed]
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         options = [n for n in accepted if n not in set(skip) and n != "self"]

@@ -1,4 +1,5 @@
-"""He et al.'s CIFAR ResNets (resnet20/32/44/56/74/110): a 3x3 stem to 16·width channels, three stages
+"""He et al.'s CIFAR ResNets (resnet20/32/44/56/74/110) and the plain net without skips (plain20, the
+DO-Conv paper's Table 1): a 3x3 stem to 16·width channels, three stages
 of (depth-2)/6 basic blocks at widths w, 2w, 4w (w = round(16·width)), global pooling and a linear
 classifier with bias.
 
@@ -9,6 +10,7 @@ ImageNet40 layout of that paper (stages at 16/8/4 for 32x32 crops).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -40,7 +42,7 @@ def make_shortcut(
 
 
 class BasicBlock(nn.Module):
-    """conv3x3-BN-act-conv3x3-BN plus shortcut, then act."""
+    """conv3x3-BN-act-conv3x3-BN plus shortcut, then act. `shortcut=None`: no skip (a plain net)."""
 
     def __init__(
         self,
@@ -48,7 +50,7 @@ class BasicBlock(nn.Module):
         out_ch: int,
         stride: int = 1,
         *,
-        shortcut: str = "A",
+        shortcut: str | None = "A",
         conv_layer: Callable[..., nn.Module],
         norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
         act_layer: Callable[[], nn.Module] = default_act,
@@ -59,13 +61,17 @@ class BasicBlock(nn.Module):
         self.act1 = act_layer()
         self.conv2 = conv_layer(out_ch, out_ch, 3)
         self.bn2 = norm_layer(out_ch)
-        self.shortcut = make_shortcut(in_ch, out_ch, stride, shortcut, conv_layer, norm_layer)
+        self.shortcut = None if shortcut is None else make_shortcut(
+            in_ch, out_ch, stride, shortcut, conv_layer, norm_layer
+        )
         self.act2 = act_layer()
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.act1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.act2(out + self.shortcut(x))
+        if self.shortcut is not None:
+            out = out + self.shortcut(x)
+        return self.act2(out)
 
 
 class CifarResNet(nn.Module):
@@ -83,11 +89,12 @@ class CifarResNet(nn.Module):
         shortcut: str = "A",
         stem_stride: int = 1,
         replace_stem: bool | None = None,
+        skip: bool = True,
         norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
         act_layer: Callable[[], nn.Module] = default_act,
     ) -> None:
         super().__init__()
-        name = f"resnet{depth}"
+        name = f"resnet{depth}" if skip else f"plain{depth}"
         if (depth - 2) % 6 or depth < 8:
             raise ValueError(f"CifarResNet: depth must be 6n+2 with n >= 1, got {depth}")
         check_positive(name, "width", width)
@@ -95,6 +102,8 @@ class CifarResNet(nn.Module):
         check_positive(name, "in_chans", in_chans, int)
         check_positive(name, "stem_stride", stem_stride, int)
         check_choice(name, "shortcut", shortcut, SHORTCUTS)
+        if not skip and shortcut != "A":
+            raise ValueError(f"{name}: shortcut has no meaning in a plain net (no skips), got {shortcut!r}")
         blocks = (depth - 2) // 6
         widths = [scale_width(16, width) * m for m in (1, 2, 4)]
         conv_layer = ConvFactory(conv, conv_kwargs, replace_stem)
@@ -107,8 +116,8 @@ class CifarResNet(nn.Module):
             layers = []
             for j in range(blocks):
                 stride = 2 if i > 0 and j == 0 else 1
-                layers.append(BasicBlock(in_ch, out_ch, stride, shortcut=shortcut, conv_layer=conv_layer,
-                                         norm_layer=norm_layer, act_layer=act_layer))
+                layers.append(BasicBlock(in_ch, out_ch, stride, shortcut=shortcut if skip else None,
+                                         conv_layer=conv_layer, norm_layer=norm_layer, act_layer=act_layer))
                 in_ch = out_ch
             self.add_module(f"layer{i + 1}", nn.Sequential(*layers))
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -125,32 +134,13 @@ class CifarResNet(nn.Module):
         return self.fc(self.flatten(self.pool(self.forward_features(x))))
 
 
-def _builder(depth: int) -> Callable[..., CifarResNet]:
-    def builder(
-        *,
-        conv: str | ConvBuilder = "conv",
-        conv_kwargs: dict[str, Any] | None = None,
-        width: float = 1.0,
-        num_classes: int = 10,
-        in_chans: int = 3,
-        shortcut: str = "A",
-        stem_stride: int = 1,
-        replace_stem: bool | None = None,
-        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
-        act_layer: Callable[[], nn.Module] = default_act,
-    ) -> CifarResNet:
-        return CifarResNet(
-            depth, conv=conv, conv_kwargs=conv_kwargs, width=width, num_classes=num_classes, in_chans=in_chans,
-            shortcut=shortcut, stem_stride=stem_stride, replace_stem=replace_stem, norm_layer=norm_layer,
-            act_layer=act_layer,
-        )
-
-    builder.__name__ = builder.__qualname__ = f"resnet{depth}"
-    builder.__doc__ = (
-        f"CIFAR ResNet-{depth} (He et al.): 3 stages of {(depth - 2) // 6} basic blocks, widths 16/32/64·width."
-    )
-    return builder
-
-
 for _depth in (20, 32, 44, 56, 74, 110):
-    register_model(f"resnet{_depth}", tags=("cifar", "resnet"))(_builder(_depth))
+    register_model(
+        f"resnet{_depth}", tags=("cifar", "resnet"),
+        description=f"CIFAR ResNet-{_depth} (He et al.): 3 stages of {(_depth - 2) // 6} basic blocks, "
+        "widths 16/32/64·width",
+    )(functools.partial(CifarResNet, depth=_depth))
+register_model("plain20", tags=("cifar", "plain"),
+               description="Plain-20: ResNet-20 without skip connections (DO-Conv paper, Table 1)")(
+    functools.partial(CifarResNet, depth=20, skip=False)
+)

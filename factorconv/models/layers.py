@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -21,11 +22,13 @@ from ..registry import ConvBuilder, conv_entry, create_conv2d
 
 __all__ = [
     "ConvFactory",
+    "ConvNormAct",
     "ZeroPadShortcut",
     "check_choice",
     "check_positive",
     "default_act",
     "init_weights",
+    "make_divisible",
     "scale_width",
 ]
 
@@ -69,6 +72,38 @@ class ConvFactory:
             in_ch, out_ch, k, conv=conv, stride=stride, padding=padding, dilation=dilation, groups=groups,
             bias=bias, **extra,
         )
+
+
+class ConvNormAct(nn.Sequential):
+    """conv -> norm -> act (act omitted when `act_layer` is None), made through a ConvFactory."""
+
+    def __init__(
+        self,
+        conv_layer: Callable[..., nn.Module],
+        in_ch: int,
+        out_ch: int,
+        kernel_size: int,
+        *,
+        stride: int = 1,
+        groups: int = 1,
+        stem: bool = False,
+        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+        act_layer: Callable[[], nn.Module] | None = default_act,
+    ) -> None:
+        layers = {
+            "conv": conv_layer(in_ch, out_ch, kernel_size, stride=stride, groups=groups, stem=stem),
+            "bn": norm_layer(out_ch),
+        }
+        if act_layer is not None:
+            layers["act"] = act_layer()
+        super().__init__(OrderedDict(layers))
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """MobileNet's channel rounding: nearest multiple of `divisor`, never below 90% of `value`."""
+    min_value = divisor if min_value is None else min_value
+    out = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    return out + divisor if out < 0.9 * value else out
 
 
 def scale_width(base: int, width: float, divisor: int = 1, min_value: int | None = None) -> int:

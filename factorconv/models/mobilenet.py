@@ -1,0 +1,183 @@
+"""MobileNetV1 (Howard et al.) and MobileNetV2 (Sandler et al.) in the ImageNet layout, with the width
+multiplier. Their depthwise 3x3 convs are the spatial convs an operator replaces (DO-Conv's DO-DConv);
+the 1x1 convs and the stem stay standard.
+
+- mobilenet_v1: 3x3/2 stem to 32·α, 13 depthwise-separable blocks (dw3x3-BN-ReLU, pw1x1-BN-ReLU), pooling,
+  FC 1024·α -> classes: 4.23 M parameters and 569 M MACs at 224x224, α = 1.
+- mobilenet_v2: torchvision's layout (inverted residuals, ReLU6, last 1x1 to 1280, dropout 0.2): 3.50 M.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor, nn
+
+from ..registry import ConvBuilder, register_model
+from .layers import ConvFactory, ConvNormAct, check_positive, default_act, init_weights, make_divisible
+
+__all__ = ["InvertedResidual", "MobileNetV1", "MobileNetV2", "SeparableBlock"]
+
+# (out_channels, stride) of MobileNetV1's 13 depthwise-separable blocks
+V1_BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), *((512, 1),) * 5, (1024, 2), (1024, 1))
+# (expansion t, channels c, repeats n, first stride s) of MobileNetV2
+V2_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+               (6, 320, 1, 1))
+relu6: Callable[[], nn.Module] = functools.partial(nn.ReLU6, inplace=True)
+
+
+def _check_common(name: str, width: float, num_classes: int, in_chans: int, dropout: float) -> None:
+    check_positive(name, "width", width)
+    check_positive(name, "num_classes", num_classes, int)
+    check_positive(name, "in_chans", in_chans, int)
+    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
+        raise ValueError(f"{name}: dropout must be in [0, 1), got {dropout!r}")
+
+
+class SeparableBlock(nn.Sequential):
+    """MobileNetV1 block: depthwise 3x3 (stride) -BN-act, pointwise 1x1 -BN-act."""
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        stride: int,
+        *,
+        conv_layer: Callable[..., nn.Module],
+        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+        act_layer: Callable[[], nn.Module] = default_act,
+    ) -> None:
+        super().__init__()
+        self.dw = ConvNormAct(conv_layer, in_ch, in_ch, 3, stride=stride, groups=in_ch, norm_layer=norm_layer,
+                              act_layer=act_layer)
+        self.pw = ConvNormAct(conv_layer, in_ch, out_ch, 1, norm_layer=norm_layer, act_layer=act_layer)
+
+
+class MobileNetV1(nn.Module):
+    """MobileNetV1 with width multiplier α (channels max(int(c·α), 8), as TF-slim)."""
+
+    def __init__(
+        self,
+        *,
+        name: str = "mobilenet_v1",
+        conv: str | ConvBuilder = "conv",
+        conv_kwargs: dict[str, Any] | None = None,
+        width: float = 1.0,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        dropout: float = 0.0,
+        replace_stem: bool | None = None,
+        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+        act_layer: Callable[[], nn.Module] = default_act,
+    ) -> None:
+        super().__init__()
+        _check_common(name, width, num_classes, in_chans, dropout)
+        conv_layer = ConvFactory(conv, conv_kwargs, replace_stem)
+
+        def ch(c: int) -> int:
+            return max(int(c * width), 8)
+
+        in_ch = ch(32)
+        self.stem = ConvNormAct(conv_layer, in_chans, in_ch, 3, stride=2, stem=True, norm_layer=norm_layer,
+                                act_layer=act_layer)
+        blocks = []
+        for out, stride in V1_BLOCKS:
+            blocks.append(SeparableBlock(in_ch, ch(out), stride, conv_layer=conv_layer, norm_layer=norm_layer,
+                                         act_layer=act_layer))
+            in_ch = ch(out)
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten(1)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.fc = nn.Linear(in_ch, num_classes)
+        init_weights(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.drop(self.flatten(self.pool(self.blocks(self.stem(x))))))
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block: [1x1 expand -BN-act] -> dw3x3 (stride) -BN-act -> 1x1 project -BN, + input."""
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        stride: int,
+        expansion: int,
+        *,
+        conv_layer: Callable[..., nn.Module],
+        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+        act_layer: Callable[[], nn.Module] = relu6,
+    ) -> None:
+        super().__init__()
+        hidden = in_ch * expansion
+        layers: list[nn.Module] = []
+        if expansion != 1:
+            layers.append(ConvNormAct(conv_layer, in_ch, hidden, 1, norm_layer=norm_layer, act_layer=act_layer))
+        layers += [
+            ConvNormAct(conv_layer, hidden, hidden, 3, stride=stride, groups=hidden, norm_layer=norm_layer,
+                        act_layer=act_layer),
+            ConvNormAct(conv_layer, hidden, out_ch, 1, norm_layer=norm_layer, act_layer=None),
+        ]
+        self.conv = nn.Sequential(*layers)
+        self.residual = stride == 1 and in_ch == out_ch
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.conv(x) if self.residual else self.conv(x)
+
+
+class MobileNetV2(nn.Module):
+    """MobileNetV2 with width multiplier α (channels rounded to multiples of 8, as torchvision)."""
+
+    def __init__(
+        self,
+        *,
+        name: str = "mobilenet_v2",
+        conv: str | ConvBuilder = "conv",
+        conv_kwargs: dict[str, Any] | None = None,
+        width: float = 1.0,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        dropout: float = 0.2,
+        replace_stem: bool | None = None,
+        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+        act_layer: Callable[[], nn.Module] = relu6,
+    ) -> None:
+        super().__init__()
+        _check_common(name, width, num_classes, in_chans, dropout)
+        conv_layer = ConvFactory(conv, conv_kwargs, replace_stem)
+        in_ch = make_divisible(32 * width)
+        last = make_divisible(1280 * max(1.0, width))
+        layers: list[nn.Module] = [
+            ConvNormAct(conv_layer, in_chans, in_ch, 3, stride=2, stem=True, norm_layer=norm_layer,
+                        act_layer=act_layer)
+        ]
+        for t, c, n, s in V2_SETTINGS:
+            out = make_divisible(c * width)
+            for i in range(n):
+                layers.append(InvertedResidual(in_ch, out, s if i == 0 else 1, t, conv_layer=conv_layer,
+                                               norm_layer=norm_layer, act_layer=act_layer))
+                in_ch = out
+        layers.append(ConvNormAct(conv_layer, in_ch, last, 1, norm_layer=norm_layer, act_layer=act_layer))
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten(1)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.fc = nn.Linear(last, num_classes)
+        init_weights(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.drop(self.flatten(self.pool(self.features(x)))))
+
+
+register_model(
+    "mobilenet_v1", input_size=(3, 224, 224), num_classes=1000, tags=("imagenet", "mobilenet"),
+    description="MobileNetV1 (ImageNet layout, width multiplier): 4.23 M params, 569 M MACs at 224",
+)(MobileNetV1)
+register_model(
+    "mobilenet_v2", input_size=(3, 224, 224), num_classes=1000, tags=("imagenet", "mobilenet"),
+    description="MobileNetV2 (torchvision's layout, width multiplier): 3.50 M params",
+)(MobileNetV2)

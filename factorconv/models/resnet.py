@@ -1,0 +1,130 @@
+"""ResNet-18/34/50 in the ImageNet layout (torchvision's: 7x7/2 stem + 3x3/2 max-pool, stages at
+64/128/256/512·width, 1x1 conv + BN projections, bottlenecks with the stride on the 3x3), and
+`resnet18_cifar`, the same ResNet-18 with a 3x3 stride-1 stem and no max-pool (the ACDC paper's CIFAR
+baseline, 11.17 M parameters).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor, nn
+
+from ..registry import ConvBuilder, register_model
+from .cifar_resnet import BasicBlock
+from .layers import ConvFactory, check_positive, default_act, init_weights, scale_width
+
+__all__ = ["Bottleneck", "ResNet"]
+
+
+class Bottleneck(nn.Module):
+    """1x1-BN-act, 3x3(stride)-BN-act, 1x1(×4)-BN plus shortcut, then act (ResNet v1.5)."""
+
+    expansion = 4
+
+    def __init__(
+        self,
+        in_ch: int,
+        planes: int,
+        stride: int = 1,
+        *,
+        conv_layer: Callable[..., nn.Module],
+        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+        act_layer: Callable[[], nn.Module] = default_act,
+    ) -> None:
+        super().__init__()
+        out_ch = planes * self.expansion
+        self.conv1 = conv_layer(in_ch, planes, 1)
+        self.bn1 = norm_layer(planes)
+        self.act1 = act_layer()
+        self.conv2 = conv_layer(planes, planes, 3, stride=stride)
+        self.bn2 = norm_layer(planes)
+        self.act2 = act_layer()
+        self.conv3 = conv_layer(planes, out_ch, 1)
+        self.bn3 = norm_layer(out_ch)
+        self.shortcut = (
+            nn.Sequential(conv_layer(in_ch, out_ch, 1, stride=stride), norm_layer(out_ch))
+            if stride != 1 or in_ch != out_ch else nn.Identity()
+        )
+        self.act3 = act_layer()
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.act1(self.bn1(self.conv1(x)))
+        out = self.act2(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.act3(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """ResNet with basic or bottleneck blocks; `cifar_stem` swaps the ImageNet stem for a 3x3/1 conv."""
+
+    def __init__(
+        self,
+        layers: tuple[int, int, int, int],
+        *,
+        bottleneck: bool = False,
+        cifar_stem: bool = False,
+        name: str = "resnet",
+        conv: str | ConvBuilder = "conv",
+        conv_kwargs: dict[str, Any] | None = None,
+        width: float = 1.0,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        replace_stem: bool | None = None,
+        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+        act_layer: Callable[[], nn.Module] = default_act,
+    ) -> None:
+        super().__init__()
+        check_positive(name, "width", width)
+        check_positive(name, "num_classes", num_classes, int)
+        check_positive(name, "in_chans", in_chans, int)
+        conv_layer = ConvFactory(conv, conv_kwargs, replace_stem)
+        base = scale_width(64, width)
+        if cifar_stem:
+            self.conv1 = conv_layer(in_chans, base, 3, stem=True)
+            self.maxpool = nn.Identity()
+        else:
+            self.conv1 = conv_layer(in_chans, base, 7, stride=2, stem=True)
+            self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.bn1 = norm_layer(base)
+        self.act1 = act_layer()
+        in_ch = base
+        for i, blocks in enumerate(layers):
+            planes = base * 2**i
+            stage = []
+            for j in range(blocks):
+                stride = 2 if i > 0 and j == 0 else 1
+                if bottleneck:
+                    stage.append(Bottleneck(in_ch, planes, stride, conv_layer=conv_layer, norm_layer=norm_layer,
+                                            act_layer=act_layer))
+                    in_ch = planes * Bottleneck.expansion
+                else:
+                    stage.append(BasicBlock(in_ch, planes, stride, shortcut="B", conv_layer=conv_layer,
+                                            norm_layer=norm_layer, act_layer=act_layer))
+                    in_ch = planes
+            self.add_module(f"layer{i + 1}", nn.Sequential(*stage))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten(1)
+        self.fc = nn.Linear(in_ch, num_classes)
+        init_weights(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(self.flatten(self.pool(x)))
+
+
+register_model(
+    "resnet18_cifar", tags=("cifar", "resnet"),
+    description="ResNet-18 for CIFAR: 3x3 stem, no max-pool, 1x1+BN projections (ACDC's baseline)",
+)(functools.partial(ResNet, (2, 2, 2, 2), cifar_stem=True, name="resnet18_cifar"))
+
+for _name, _layers, _bottleneck in (
+    ("resnet18", (2, 2, 2, 2), False), ("resnet34", (3, 4, 6, 3), False), ("resnet50", (3, 4, 6, 3), True)
+):
+    register_model(
+        _name, input_size=(3, 224, 224), num_classes=1000, tags=("imagenet", "resnet"),
+        description=f"{_name.replace('resnet', 'ResNet-')} (ImageNet layout, torchvision's counts)",
+    )(functools.partial(ResNet, _layers, bottleneck=_bottleneck, name=_name))

@@ -1,0 +1,68 @@
+"""VGG-16 for CIFAR with BatchNorm: thirteen 3x3 convs (no bias) + BN + act in five pooling stages,
+then a single linear classifier 512·width -> classes (the ACDC paper's baseline, 14.72 M parameters).
+
+Pooling uses ceil_mode so that inputs other than 32x32 (28x28 Fashion-MNIST) still reach 1x1.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor, nn
+
+from ..registry import ConvBuilder, register_model
+from .layers import ConvFactory, ConvNormAct, check_positive, default_act, init_weights, scale_width
+
+__all__ = ["VGG"]
+
+VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+
+
+class VGG(nn.Module):
+    """VGG with BN from a config of channel counts and "M" (2x2 max-pool)."""
+
+    def __init__(
+        self,
+        config: tuple[int | str, ...] = VGG16,
+        *,
+        name: str = "vgg",
+        conv: str | ConvBuilder = "conv",
+        conv_kwargs: dict[str, Any] | None = None,
+        width: float = 1.0,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        replace_stem: bool | None = None,
+        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+        act_layer: Callable[[], nn.Module] = default_act,
+    ) -> None:
+        super().__init__()
+        check_positive(name, "width", width)
+        check_positive(name, "num_classes", num_classes, int)
+        check_positive(name, "in_chans", in_chans, int)
+        conv_layer = ConvFactory(conv, conv_kwargs, replace_stem)
+        layers: list[nn.Module] = []
+        in_ch = in_chans
+        for item in config:
+            if item == "M":
+                layers.append(nn.MaxPool2d(2, 2, ceil_mode=True))
+            else:
+                out_ch = scale_width(int(item), width)
+                layers.append(ConvNormAct(conv_layer, in_ch, out_ch, 3, stem=in_ch == in_chans and not layers,
+                                          norm_layer=norm_layer, act_layer=act_layer))
+                in_ch = out_ch
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten(1)
+        self.fc = nn.Linear(in_ch, num_classes)
+        init_weights(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.flatten(self.pool(self.features(x))))
+
+
+register_model(
+    "vgg16", tags=("cifar", "vgg"),
+    description="VGG-16 with BN for CIFAR: 13 convs without bias, FC 512 -> classes",
+)(functools.partial(VGG, VGG16, name="vgg16"))
