@@ -21,10 +21,12 @@ def rel_err(a: Tensor, b: Tensor) -> float:
 
 
 def randomize_(module: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
-    """Give every float parameter and buffer random values (BN variances positive) so that
-    equivalence tests cannot pass on an identity-like initialisation."""
+    """Give every float parameter and persistent buffer random values (BN variances positive) so that
+    equivalence tests cannot pass on an identity-like initialisation. Constant (non-persistent) buffers,
+    which operators derive from their configuration, are left alone."""
+    state = module.state_dict(keep_vars=True)
     with torch.no_grad():
-        for name, t in [*module.named_parameters(), *module.named_buffers()]:
+        for name, t in state.items():
             if not t.is_floating_point():
                 continue
             if name.endswith("running_var"):
@@ -40,7 +42,7 @@ def _divisors(n: int) -> list[int]:
 
 # Operators whose options conv_config knows how to draw; a newly registered operator must be added here
 # (tests/test_operators.py fails until it is).
-CONFIGURED_CONVS = {"conv", "dw", "dsep", "ssep"}
+CONFIGURED_CONVS = {"conv", "dw", "dsep", "ssep", "doconv"}
 
 
 @st.composite
@@ -64,6 +66,11 @@ def conv_config(draw: Any, conv: str, max_channels: int = 12) -> dict[str, Any]:
         options = {"multiplier": draw(st.integers(1, 3)), "norm": draw(st.booleans())}
     elif conv == "ssep":
         options = {"mid_channels": groups * draw(st.integers(1, max(1, max_channels // groups)))}
+    elif conv == "doconv":
+        if draw(st.booleans()):  # DO-DConv: depthwise, with a channel multiplier
+            groups, cout = cin, cin * draw(st.integers(1, 3))
+        mn = kh * kw
+        options = {"D_mul": draw(st.sampled_from([None, max(1, mn - 2), mn, mn + 1, 2 * mn + 3]))}
     min_h = dilation[0] * (kh - 1) + 1 - 2 * padding[0]
     min_w = dilation[1] * (kw - 1) + 1 - 2 * padding[1]
     h = draw(st.integers(max(1, min_h), max(1, min_h) + 7))

@@ -145,10 +145,16 @@ class ZeroPadShortcut(nn.Module):
         return f"stride={self.stride}, pad={self.pad}"
 
 
+def conv_init(weight: Tensor) -> None:
+    """The conv initialisation of every backbone here: He normal, fan-out, ReLU gain."""
+    nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity="relu")
+
+
 def init_weights(model: nn.Module) -> None:
     """He initialisation for plain convs, unit BatchNorm, and PyTorch's default for linears.
 
-    Operators initialise themselves (their factors need their own schemes) and are left untouched.
+    Operators that reparametrise any conv exactly start as the conv would (`reset_like_conv`); the
+    others initialise themselves (their factors need their own schemes).
     """
     from ..ops.base import is_operator
 
@@ -157,10 +163,11 @@ def init_weights(model: nn.Module) -> None:
         if id(m) in skip:
             continue
         if is_operator(m) and not isinstance(m, nn.Conv2d):
+            m.reset_like_conv(conv_init)
             skip.update(id(c) for c in m.modules())
             continue
         if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            conv_init(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d | nn.GroupNorm) and m.affine:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -75,7 +76,7 @@ def conv_output_hw(
     dilation: tuple[int, int] = (1, 1),
 ) -> tuple[int, int]:
     """Output height and width of a conv (the formula of nn.Conv2d)."""
-    return tuple(  # type: ignore[return-value]
+    return tuple(
         (n + 2 * p - d * (k - 1) - 1) // s + 1
         for n, k, s, p, d in zip(in_hw, kernel_size, stride, padding, dilation, strict=True)
     )
@@ -225,7 +226,7 @@ class OperatorMixin:
 
     @property
     def spec(self) -> ConvSpec:
-        return ConvSpec.of(self)  # type: ignore[arg-type]
+        return ConvSpec.of(self)
 
     def dense_weight(self) -> Tensor:
         """The equivalent conv kernel (out_channels, in_channels/groups, kh, kw)."""
@@ -233,7 +234,7 @@ class OperatorMixin:
 
     def dense_bias(self) -> Tensor | None:
         """The equivalent conv bias (None when there is none)."""
-        return self.bias  # type: ignore[attr-defined,no-any-return]
+        return self.bias
 
     def cost(self, in_hw: tuple[int, int]) -> Cost:
         """Closed-form costs for an input of spatial size `in_hw` at batch 1."""
@@ -256,7 +257,7 @@ class OperatorMixin:
             conv.weight.copy_(weight)
             if bias is not None:
                 conv.bias.copy_(bias.detach())
-        conv.train(self.training)  # type: ignore[attr-defined]
+        conv.train(self.training)
         return conv
 
     def deploy(self) -> nn.Module:
@@ -270,7 +271,7 @@ class OperatorMixin:
         op = cls(spec.in_channels, spec.out_channels, spec.kernel_size, **spec.kwargs(), **options)
         weight = conv.dense_weight() if is_operator(conv) else conv.weight
         bias = conv.dense_bias() if is_operator(conv) else conv.bias
-        op.to(device=weight.device, dtype=weight.dtype)  # type: ignore[attr-defined]
+        op.to(device=weight.device, dtype=weight.dtype)
         with torch.no_grad():
             op.fit_error = op.load_from_conv(weight.detach(), None if bias is None else bias.detach())
         return op
@@ -278,6 +279,15 @@ class OperatorMixin:
     def load_from_conv(self, weight: Tensor, bias: Tensor | None) -> float:
         """Set own parameters to represent `weight`/`bias`; return the relative fit error of the kernel."""
         raise NotImplementedError(f"{type(self).__name__} does not implement from_conv")
+
+    def reset_like_conv(self, init: Callable[[Tensor], object]) -> bool:
+        """Re-initialise so that the operator starts as the conv `init` would initialise, where that is
+        meaningful (operators that reparametrise any conv exactly); returns whether it did.
+
+        Backbones call this with their conv initialisation, so that swapping a conv for such an operator
+        is the only difference between two models (the DO-Conv paper's comparison protocol).
+        """
+        return False
 
     def _fit_error(self, weight: Tensor) -> float:
         fitted = self.dense_weight().detach()
@@ -293,6 +303,9 @@ class ConvOperator(OperatorMixin, nn.Module):
     """
 
     has_feature_path: ClassVar[bool] = False
+    # Python-side state TorchScript must not try to compile (a scripted operator composes its kernel).
+    __jit_ignored_attributes__: ClassVar[list[str]] = ["_spec", "_cache", "_path_memo", "_fast", "_dims"]
+    __jit_unused_properties__: ClassVar[list[str]] = ["spec", "linear_in_train"]
 
     @property
     def spec(self) -> ConvSpec:
@@ -331,7 +344,12 @@ class ConvOperator(OperatorMixin, nn.Module):
             self.bias = nn.Parameter(torch.zeros(spec.out_channels))
         else:
             self.register_parameter("bias", None)
-        self._cache: tuple[tuple[Any, ...], Tensor] | None = None
+        # (the tensors the kernel was composed from, their versions, the kernel), filled in eval mode
+        self._cache: tuple[tuple[Tensor, ...], list[int], Tensor] | None = None
+        self._path_memo: dict[tuple[int, int, int, bool], str] = {}
+        # Eval fast path of a leaf operator: (tensors, versions, input shape, kernel, bias) of the last call
+        # that took the cached-kernel path; see _eager_forward.
+        self._fast: tuple[tuple[Tensor, ...], list[int], torch.Size, Tensor, Tensor | None] | None = None
 
     # -- kernel composition -------------------------------------------------------------------------
     def compose_macs(self) -> int:
@@ -346,9 +364,12 @@ class ConvOperator(OperatorMixin, nn.Module):
         """The forward as a chain of the operator's factors."""
         raise NotImplementedError
 
-    def _cache_key(self) -> tuple[Any, ...]:
-        tensors = [*self.parameters(), *self.buffers()]
-        return tuple((t._version, t.data_ptr(), t.dtype, t.device) for t in tensors)
+    def _kernel_inputs(self) -> tuple[Tensor, ...]:
+        """Every parameter and buffer the composed kernel depends on."""
+        if self._modules:
+            return (*self.parameters(), *self.buffers())
+        # a leaf operator: its own dicts, much cheaper than the recursive generators (this runs per call)
+        return tuple(t for t in (*self._parameters.values(), *self._buffers.values()) if t is not None)
 
     def _kernel_cacheable(self) -> bool:
         if self.training or torch.compiler.is_compiling():
@@ -356,30 +377,59 @@ class ConvOperator(OperatorMixin, nn.Module):
         return not (torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()))
 
     def composed_kernel(self) -> Tensor:
-        """dense_weight(), cached in eval mode until a parameter or buffer changes."""
-        if not self._kernel_cacheable():
-            self._cache = None
-            return self.dense_weight()
-        key = self._cache_key()
-        if self._cache is None or self._cache[0] != key:
-            with torch.no_grad():
-                self._cache = (key, self.dense_weight().contiguous())
-        return self._cache[1]
+        """dense_weight(), cached in eval mode until a parameter or buffer changes.
 
-    def choose_path(self, x: Tensor) -> str:
-        """'kernel' or 'feature' for this input: the forced `path`, else the one with fewer MACs."""
+        The cache is valid while the same tensor objects are there at the same `_version` (every in-place
+        update bumps it: optimizer steps, load_state_dict); `.to()`/`.half()`/... clear it in `_apply`.
+        """
+        if not self._kernel_cacheable():
+            if self._cache is not None:  # (nn.Module.__setattr__ is slow: only when there is something to drop)
+                self._cache = None
+            return self.dense_weight()
+        inputs = self._kernel_inputs()
+        cache = self._cache
+        if (
+            cache is None
+            or len(cache[0]) != len(inputs)
+            or not all(a is b for a, b in zip(cache[0], inputs, strict=True))
+            or cache[1] != [t._version for t in inputs]
+        ):
+            # a normal tensor even under inference_mode: a frozen model may later run with grad enabled
+            # (input gradients), and conv must then save its weight for backward
+            with torch.inference_mode(False), torch.no_grad():
+                kernel = self.dense_weight().contiguous()
+            cache = self._cache = (inputs, [t._version for t in inputs], kernel)
+        return cache[2]
+
+    def _apply(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> ConvOperator:
+        self._cache = self._fast = None  # moved or converted tensors: the cached kernel is stale
+        return super()._apply(fn, *args, **kwargs)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if "_fast" in self.__dict__ and isinstance(value, Tensor | nn.Module):
+            self.__dict__["_fast"] = None  # a replaced parameter/buffer/submodule (assign=True loads, ...)
+        super().__setattr__(name, value)
+
+    def choose_path(self, x: Tensor, cached: bool | None = None) -> str:
+        """'kernel' or 'feature' for this input: the forced `path`, else the one with fewer MACs
+        (`cached`: whether the kernel path would use the cached kernel; default: as now)."""
         if self.path != "auto":
             return self.path
         if not self.has_feature_path:
             return "kernel"
-        batch, in_hw = x.shape[0], (x.shape[-2], x.shape[-1])
-        cached = self._kernel_cacheable()
-        kernel = (0 if cached else self.compose_macs()) + batch * self.spec.macs(in_hw)
-        feature = batch * self.feature_macs(in_hw)
-        return "feature" if feature < kernel else "kernel"
+        if cached is None:
+            cached = self._kernel_cacheable()
+        key = (x.shape[0], x.shape[-2], x.shape[-1], cached)
+        choice = self._path_memo.get(key)
+        if choice is None:  # the cost model is pure Python arithmetic: decide once per input shape
+            batch, in_hw = key[0], (key[1], key[2])
+            kernel = (0 if cached else self.compose_macs()) + batch * self.spec.macs(in_hw)
+            feature = batch * self.feature_macs(in_hw)
+            choice = self._path_memo[key] = "feature" if feature < kernel else "kernel"
+        return choice
 
     def train(self, mode: bool = True) -> ConvOperator:
-        self._cache = None
+        self._cache = self._fast = None
         return super().train(mode)
 
     def _conv(self, x: Tensor, weight: Tensor) -> Tensor:
@@ -387,9 +437,32 @@ class ConvOperator(OperatorMixin, nn.Module):
 
     @torch.jit.unused
     def _eager_forward(self, x: Tensor) -> Tensor:
-        if self.choose_path(x) == "feature":
+        # Inference of a leaf operator, same input shape as last time, nothing changed since: one version
+        # check and the conv. Small-batch inference is bound by Python overhead, and every line run here
+        # runs with caches the previous conv has just flushed.
+        fast = self._fast
+        if (
+            fast is not None
+            and x.shape == fast[2]
+            and not torch.is_grad_enabled()
+            and not torch.compiler.is_compiling()
+            and [t._version for t in fast[0]] == fast[1]
+        ):
+            return F.conv2d(x, fast[3], fast[4], self.stride, self.padding, self.dilation, self.groups)
+        cacheable = self._kernel_cacheable()
+        if self.choose_path(x, cacheable) == "feature":
             return self.feature_forward(x)
-        return self._conv(x, self.composed_kernel())
+        if not cacheable:  # training: compose afresh, differentiably
+            if self._cache is not None:
+                self._cache = None
+            return F.conv2d(x, self.dense_weight(), self.dense_bias(), self.stride, self.padding, self.dilation,
+                            self.groups)
+        kernel = self.composed_kernel()
+        bias = self.dense_bias()
+        if self._cache is not None and not self._modules and not torch.is_grad_enabled():
+            tensors, versions, _ = self._cache
+            self._fast = (tensors, versions, x.shape, kernel, None if bias is None else bias.detach())
+        return F.conv2d(x, kernel, bias, self.stride, self.padding, self.dilation, self.groups)
 
     def forward(self, x: Tensor) -> Tensor:
         if torch.jit.is_scripting():

@@ -192,7 +192,7 @@ class DepthwiseSeparableConv2d(_TwoFactorOperator):
         self.second = nn.Conv2d(mid, self.out_channels, 1, groups=self.groups, bias=False)
 
     @property
-    def linear_in_train(self) -> bool:  # type: ignore[override]
+    def linear_in_train(self) -> bool:
         return self.norm is None
 
     def _norm_affine(self) -> tuple[Tensor, Tensor] | None:
@@ -231,10 +231,10 @@ class DepthwiseSeparableConv2d(_TwoFactorOperator):
     def _folded_has_bias(self) -> bool:
         return self.bias is not None or self.norm is not None
 
-    def choose_path(self, x: Tensor) -> str:
+    def choose_path(self, x: Tensor, cached: bool | None = None) -> str:
         if self.norm is not None and self.training:
             return "feature"  # batch statistics: the two convs are not one linear map
-        return super().choose_path(x)
+        return super().choose_path(x, cached)
 
     def feature_forward(self, x: Tensor) -> Tensor:
         y = self.first(x)
