@@ -121,7 +121,7 @@ def _bits(t: torch.Tensor) -> int:
 
 def _probe_hw(module: nn.Module) -> tuple[int, int]:
     """An input size valid for a layer the forward never reached (only its static costs are used)."""
-    k, d = module.kernel_size, module.dilation  # type: ignore[attr-defined]
+    k, d = module.kernel_size, module.dilation
     return ((k[0] - 1) * d[0] + 1, (k[1] - 1) * d[1] + 1)
 
 
@@ -175,8 +175,8 @@ def profile(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32)) -> Prof
         seen = calls[name]
         macs = adds = deploy_macs = deploy_adds = 0
         if is_operator(unit):
-            per_call = [unit.cost(tuple(x[-2:])) for x, _ in seen]  # type: ignore[operator]
-            static = per_call[0] if per_call else unit.cost(_probe_hw(unit))  # type: ignore[operator]
+            per_call = [unit.cost(tuple(x[-2:])) for x, _ in seen]
+            static = per_call[0] if per_call else unit.cost(_probe_hw(unit))
             macs, adds = sum(c.macs for c in per_call), sum(c.adds for c in per_call)
             deploy_macs, deploy_adds = sum(c.deploy_macs for c in per_call), sum(c.deploy_adds for c in per_call)
             deploy_params = static.deploy_params

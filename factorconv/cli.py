@@ -60,7 +60,7 @@ def parse_input_size(text: str) -> tuple[int, int, int]:
         dims = ()
     if len(dims) != 3 or min(dims) < 1:
         raise UsageError(f"--input expects CxHxW with positive integers (e.g. 3x32x32), got {text!r}")
-    return dims  # type: ignore[return-value]
+    return dims
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
