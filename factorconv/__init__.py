@@ -12,8 +12,11 @@ __version__ = "0.1.0"
 
 from . import models, ops  # noqa: F401  (registers operators and backbones)
 from .accounting import LayerRow, Profile, count_params, profile
+from .budget import WidthMatch, count_model, match_width
 from .convert import convert, deploy, fold, iter_operators
 from .ops.base import ConvOperator, Cost, is_operator
+from .ops.channel import chain_connectivity
+from .ops.osep import plan_osep, volumetric_rf
 from .registry import (
     create_conv2d,
     create_model,
@@ -28,8 +31,11 @@ __all__ = [
     "Cost",
     "LayerRow",
     "Profile",
+    "WidthMatch",
     "__version__",
+    "chain_connectivity",
     "convert",
+    "count_model",
     "count_params",
     "create_conv2d",
     "create_model",
@@ -39,7 +45,10 @@ __all__ = [
     "iter_operators",
     "list_convs",
     "list_models",
+    "match_width",
+    "plan_osep",
     "profile",
     "register_conv",
     "register_model",
+    "volumetric_rf",
 ]

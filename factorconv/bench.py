@@ -105,3 +105,58 @@ def machine_info() -> dict[str, Any]:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info
+
+
+def train_step_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+    """One SGD step (forward, cross-entropy, backward, update) of `model` on (x, y), as a closure."""
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    return step
+
+
+def inference_fn(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    """One eval-mode forward under inference_mode, as a closure."""
+    model.eval()
+
+    def run() -> None:
+        with torch.inference_mode():
+            model(x)
+
+    return run
+
+
+# torch.profiler op names -> the categories a report speaks of (first match of a substring wins)
+_CATEGORIES = (
+    ("conv", ("conv",)),
+    ("batchnorm", ("batch_norm",)),
+    ("gather/shuffle", ("index_select", "index_add", "gather", "constant_pad", "transpose", "reshape")),
+    ("copy/layout", ("copy_", "clone", "contiguous", "_to_copy")),
+    ("matmul", ("mm", "matmul", "einsum", "linear")),
+    ("elementwise", ("relu", "threshold", "add", "mul", "sub", "div", "fill_", "zero_", "sum", "mean")),
+)
+
+
+def time_breakdown(fn: Callable[[], Any], repeats: int = 5) -> dict[str, float]:
+    """Where the time of `fn` goes: self CPU time per category (conv, gather/shuffle, batchnorm, matmul,
+    elementwise, other), as fractions of the total, from torch.profiler over `repeats` calls."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(repeats):
+            fn()
+    totals: dict[str, float] = {}
+    for event in prof.key_averages():
+        name = event.key.removeprefix("aten::")
+        if not event.key.startswith("aten::"):
+            continue
+        category = next((c for c, keys in _CATEGORIES if any(k in name for k in keys)), "other")
+        totals[category] = totals.get(category, 0.0) + event.self_cpu_time_total
+    whole = sum(totals.values()) or 1.0
+    return {k: v / whole for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}

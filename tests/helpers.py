@@ -42,7 +42,7 @@ def _divisors(n: int) -> list[int]:
 
 # Operators whose options conv_config knows how to draw; a newly registered operator must be added here
 # (tests/test_operators.py fails until it is).
-CONFIGURED_CONVS = {"conv", "dw", "dsep", "ssep", "doconv"}
+CONFIGURED_CONVS = {"conv", "dw", "dsep", "ssep", "doconv", "osep", "sosep"}
 
 
 @st.composite
@@ -71,6 +71,12 @@ def conv_config(draw: Any, conv: str, max_channels: int = 12) -> dict[str, Any]:
             groups, cout = cin, cin * draw(st.integers(1, 3))
         mn = kh * kw
         options = {"D_mul": draw(st.sampled_from([None, max(1, mn - 2), mn, mn + 1, 2 * mn + 3]))}
+    elif conv in ("osep", "sosep"):
+        options = {
+            "n_parts": draw(st.sampled_from([2, 2, 3])),
+            "gamma": draw(st.sampled_from([1.0, 1.0, 0.5, 2.0])),
+            "policy": draw(st.sampled_from(["min", "linear", "bottleneck", "inverted"])),
+        }
     min_h = dilation[0] * (kh - 1) + 1 - 2 * padding[0]
     min_w = dilation[1] * (kw - 1) + 1 - 2 * padding[1]
     h = draw(st.integers(max(1, min_h), max(1, min_h) + 7))

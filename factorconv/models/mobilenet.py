@@ -16,7 +16,15 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..registry import ConvBuilder, register_model
-from .layers import ConvFactory, ConvNormAct, check_positive, default_act, init_weights, make_divisible
+from .layers import (
+    ConvFactory,
+    ConvNormAct,
+    check_choice,
+    check_positive,
+    default_act,
+    init_weights,
+    make_divisible,
+)
 
 __all__ = ["InvertedResidual", "MobileNetV1", "MobileNetV2", "SeparableBlock"]
 
@@ -56,7 +64,12 @@ class SeparableBlock(nn.Sequential):
 
 
 class MobileNetV1(nn.Module):
-    """MobileNetV1 with width multiplier α (channels max(int(c·α), 8), as TF-slim)."""
+    """MobileNetV1 with width multiplier α (channels max(int(c·α), 8), as TF-slim).
+
+    `block="separable"` (default): the 13 depthwise-separable blocks. `block="conv"`: each becomes one 3x3
+    conv -BN-act (in -> out, the block's stride), which the chosen operator replaces; with `conv="osep"`
+    this is the optimized-separable paper's o-MobileNet (Table 5).
+    """
 
     def __init__(
         self,
@@ -68,12 +81,14 @@ class MobileNetV1(nn.Module):
         num_classes: int = 10,
         in_chans: int = 3,
         dropout: float = 0.0,
+        block: str = "separable",
         replace_stem: bool | None = None,
         norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
         act_layer: Callable[[], nn.Module] = default_act,
     ) -> None:
         super().__init__()
         _check_common(name, width, num_classes, in_chans, dropout)
+        check_choice(name, "block", block, ("separable", "conv"))
         conv_layer = ConvFactory(conv, conv_kwargs, replace_stem)
 
         def ch(c: int) -> int:
@@ -84,8 +99,12 @@ class MobileNetV1(nn.Module):
                                 act_layer=act_layer)
         blocks = []
         for out, stride in V1_BLOCKS:
-            blocks.append(SeparableBlock(in_ch, ch(out), stride, conv_layer=conv_layer, norm_layer=norm_layer,
-                                         act_layer=act_layer))
+            if block == "separable":
+                blocks.append(SeparableBlock(in_ch, ch(out), stride, conv_layer=conv_layer, norm_layer=norm_layer,
+                                             act_layer=act_layer))
+            else:
+                blocks.append(ConvNormAct(conv_layer, in_ch, ch(out), 3, stride=stride, norm_layer=norm_layer,
+                                          act_layer=act_layer))
             in_ch = ch(out)
         self.blocks = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)

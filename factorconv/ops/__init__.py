@@ -2,9 +2,18 @@
 
 from .base import ConvOperator, ConvSpec, Cost, OperatorMixin, conv_macs, conv_output_hw, is_operator
 from .baselines import DepthwiseConv2d, DepthwiseSeparableConv2d, SpatialSeparableConv2d, StandardConv2d
+from .channel import ChannelGather, chain_connectivity
 from .doconv import DOConv2d
+from .osep import (
+    OptimizedSeparableConv2d,
+    OsepPlan,
+    SpatialOptimizedSeparableConv2d,
+    plan_osep,
+    volumetric_rf,
+)
 
 __all__ = [
+    "ChannelGather",
     "ConvOperator",
     "ConvSpec",
     "Cost",
@@ -12,9 +21,15 @@ __all__ = [
     "DepthwiseConv2d",
     "DepthwiseSeparableConv2d",
     "OperatorMixin",
+    "OptimizedSeparableConv2d",
+    "OsepPlan",
+    "SpatialOptimizedSeparableConv2d",
     "SpatialSeparableConv2d",
     "StandardConv2d",
+    "chain_connectivity",
     "conv_macs",
     "conv_output_hw",
     "is_operator",
+    "plan_osep",
+    "volumetric_rf",
 ]

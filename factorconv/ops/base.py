@@ -221,6 +221,9 @@ class OperatorMixin:
 
     # Set by from_conv: relative Frobenius error of the fitted dense kernel (0.0 when exact).
     fit_error: float | None = None
+    # Whether from_conv recovers exactly every conv the operator can represent (closed-form fits); False
+    # for operators fitted by gradient descent (`ConvOperator.fit_kernel`).
+    from_conv_exact: ClassVar[bool] = True
     # Whether dense_weight() is exact for the forward in training mode too (False with a BatchNorm inside).
     linear_in_train: ClassVar[bool] = True
 
@@ -434,6 +437,37 @@ class ConvOperator(OperatorMixin, nn.Module):
 
     def _conv(self, x: Tensor, weight: Tensor) -> Tensor:
         return F.conv2d(x, weight, self.dense_bias(), self.stride, self.padding, self.dilation, self.groups)
+
+    def fit_kernel(self, weight: Tensor, steps: int = 400, lr: float = 0.05) -> float:
+        """Fit the operator's parameters (in place) so that dense_weight() approximates `weight` in least
+        squares, by Adam with a cosine schedule; returns the relative error of the best iterate.
+
+        For factorizations without a closed-form fit (structured, non-convex): an approximation whose
+        quality `from_conv` reports as `fit_error`. The bias is not touched.
+        """
+        params = [p for p in self.parameters() if p.requires_grad and p is not self.bias]
+        target = weight.detach().to(dtype=params[0].dtype, device=params[0].device)
+        norm = target.pow(2).sum().clamp_min(1e-30)
+        # Adam's steps are absolute: scale the rate to the parameters' own magnitude
+        scale = torch.cat([p.detach().flatten() for p in params]).abs().mean().clamp_min(1e-8)
+        opt = torch.optim.Adam(params, lr=lr * float(scale))
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+        best, best_state = math.inf, None
+        with torch.enable_grad():
+            for _ in range(steps):
+                opt.zero_grad(set_to_none=True)
+                loss = (self.dense_weight() - target).pow(2).sum() / norm
+                if loss.item() < best:
+                    best, best_state = loss.item(), [p.detach().clone() for p in params]
+                loss.backward()
+                opt.step()
+                sched.step()
+        with torch.no_grad():
+            final = float(((self.dense_weight() - target).pow(2).sum() / norm).item())
+            if best_state is not None and best < final:
+                for p, v in zip(params, best_state, strict=True):
+                    p.copy_(v)
+        return self._fit_error(weight)
 
     @torch.jit.unused
     def _eager_forward(self, x: Tensor) -> Tensor:

@@ -1,0 +1,117 @@
+"""Width matching: the width multiplier whose model meets a parameter or MAC budget.
+
+The papers matched budgets by hand (o-ResNet20 ×3.625 to ResNet20's FLOPs); `match_width` searches the
+same 1/8 grid (or continuous widths) by counting models on the meta device, so nothing is allocated.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .accounting import profile
+from .registry import create_model, model_entry
+
+__all__ = ["BY", "WidthMatch", "count_model", "match_width"]
+
+BY = ("params", "macs")
+
+
+@dataclass(frozen=True)
+class WidthMatch:
+    """The width found, the model's count there, and the target it was matched to."""
+
+    model: str
+    conv: str
+    width: float
+    value: int
+    target: float
+    by: str
+
+    @property
+    def rel_error(self) -> float:
+        return (self.value - self.target) / self.target
+
+
+def count_model(
+    model_name: str,
+    conv: str = "conv",
+    width: float = 1.0,
+    by: str = "params",
+    *,
+    input_size: tuple[int, int, int] | None = None,
+    conv_kwargs: dict[str, Any] | None = None,
+    **model_kwargs: Any,
+) -> int:
+    """Parameters or MACs (at batch 1, `input_size` or the model's default) of a model, counted on meta."""
+    if by not in BY:
+        raise ValueError(f"count_model: by must be one of {', '.join(BY)}, got {by!r}")
+    entry = model_entry(model_name)
+    size = tuple(input_size) if input_size is not None else entry.input_size
+    model_kwargs.setdefault("in_chans", size[0])
+    with torch.device("meta"):
+        model = create_model(model_name, conv=conv, width=width, conv_kwargs=conv_kwargs, **model_kwargs)
+    prof = profile(model, size)
+    return prof.params if by == "params" else prof.macs
+
+
+def match_width(
+    model_name: str,
+    conv: str,
+    target: float,
+    by: str = "params",
+    *,
+    grid: float = 1 / 8,
+    continuous: bool = False,
+    max_width: float = 16.0,
+    input_size: tuple[int, int, int] | None = None,
+    conv_kwargs: dict[str, Any] | None = None,
+    **model_kwargs: Any,
+) -> WidthMatch:
+    """The width (a multiple of `grid`, or any positive number when `continuous`) whose model's `by` count
+    is closest to `target`, searched by bisection (counts grow with width) between `grid` and `max_width`.
+    """
+    if by not in BY:
+        raise ValueError(f"match_width: by must be one of {', '.join(BY)}, got {by!r}")
+    if isinstance(target, bool) or not isinstance(target, int | float) or not target > 0 or math.isinf(target):
+        raise ValueError(f"match_width: target must be a positive number, got {target!r}")
+    if not grid > 0 or not max_width >= grid:
+        raise ValueError(f"match_width: need 0 < grid <= max_width, got grid={grid}, max_width={max_width}")
+    counts: dict[float, int] = {}
+
+    def count(width: float) -> int:
+        if width not in counts:
+            counts[width] = count_model(model_name, conv, width, by, input_size=input_size,
+                                        conv_kwargs=conv_kwargs, **model_kwargs)
+        return counts[width]
+
+    if continuous:
+        width = _bisect(count, target, grid, max_width, lambda lo, hi: (lo + hi) / 2, 1e-4)
+    else:
+        steps = _bisect(lambda k: count(k * grid), target, 1, max(1, int(max_width / grid)),
+                        lambda lo, hi: (lo + hi) // 2, 1)
+        width = steps * grid
+    return WidthMatch(model_name, conv, width, count(width), float(target), by)
+
+
+def _bisect(
+    f: Callable[[Any], int], target: float, lo: Any, hi: Any, middle: Callable[[Any, Any], Any], tol: float
+) -> Any:
+    """The argument in [lo, hi] whose value is closest to target, for a non-decreasing f."""
+    if f(lo) >= target:
+        return lo
+    if f(hi) <= target:
+        return hi
+    while hi - lo > tol:
+        mid = middle(lo, hi)
+        if mid in (lo, hi):
+            break
+        if f(mid) < target:
+            lo = mid
+        else:
+            hi = mid
+    return lo if abs(f(lo) - target) <= abs(f(hi) - target) else hi

@@ -1,0 +1,126 @@
+"""Channel routing between the factors of an operator: `ChannelGather` (any reordering, duplication or
+zero padding of channels as one index_select) and `chain_connectivity` (which input channels each output
+channel of a chain of group convs and gathers reaches, and by how many paths).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["ChannelGather", "chain_connectivity", "gather_support", "group_support"]
+
+
+class ChannelGather(nn.Module):
+    """y[:, j] = x[:, index[j]]; an index equal to `in_channels` gives a zero channel (padding).
+
+    Permutations, channel shuffles, truncation and zero padding of group convs are all one gather. The
+    common shapes of index run without index_select, which on the channel axis is slow and returns NCHW
+    from a channels_last tensor (the next conv then pays for converting back): a prefix is a narrow copy,
+    the channels followed by zeros is F.pad, and a channel shuffle is a reshape/transpose.
+    """
+
+    def __init__(self, index: Tensor, in_channels: int) -> None:
+        super().__init__()
+        # validated on the CPU, then placed like any other tensor built now (the meta device included)
+        cpu = torch.as_tensor(index, dtype=torch.long, device="cpu")
+        if cpu.ndim != 1 or (cpu.numel() and (int(cpu.min()) < 0 or int(cpu.max()) > in_channels)):
+            raise ValueError(f"ChannelGather: index must be a 1-d tensor of values in [0, {in_channels}]")
+        self.in_channels = in_channels
+        self.index_cpu = cpu  # for connectivity analysis on any device
+        self.register_buffer("index", cpu.to(torch.get_default_device()), persistent=False)
+        self.pads = bool((cpu == in_channels).any())
+        self.shuffle_groups = _shuffle_groups(cpu, in_channels)
+        k = min(cpu.numel(), in_channels)
+        in_order = bool(torch.equal(cpu[:k], torch.arange(k, device="cpu")))
+        # a prefix of the channels: a view; all channels then only zeros: padding
+        self.prefix = in_order and cpu.numel() <= in_channels
+        self.zero_tail = in_order and k == in_channels and bool((cpu[k:] == in_channels).all())
+
+    @property
+    def out_channels(self) -> int:
+        return self.index.numel()
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.prefix:
+            if self.index.numel() == x.shape[1]:
+                return x
+            # materialised in x's own layout: layers downstream are several times slower on the strided
+            # view (BatchNorm's backward on a channels_last slice: 4x)
+            layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else None
+            return x.narrow(1, 0, self.index.numel()).contiguous(memory_format=layout or torch.contiguous_format)
+        if self.zero_tail:
+            return F.pad(x, (0, 0, 0, 0, 0, self.index.numel() - self.in_channels))
+        g = self.shuffle_groups
+        if g:
+            n, c, h, w = x.shape
+            if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+                nhwc = x.permute(0, 2, 3, 1).reshape(n, h, w, g, c // g).transpose(3, 4).reshape(n, h, w, c)
+                return nhwc.permute(0, 3, 1, 2)
+            return x.reshape(n, g, c // g, h, w).transpose(1, 2).reshape(n, c, h, w)
+        if self.pads:
+            x = F.pad(x, (0, 0, 0, 0, 0, 1))
+        return x.index_select(1, self.index)
+
+    def support(self) -> Tensor:
+        return gather_support(self.index_cpu, self.in_channels)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels} -> {self.out_channels}" + (", zero-padded" if self.pads else "")
+
+
+def _shuffle_groups(index: Tensor, in_channels: int) -> int:
+    """g when `index` is the channel shuffle of in_channels channels in g groups (1 < g < C), else 0."""
+    c = index.numel()
+    if c != in_channels or c < 4:
+        return 0
+    base = torch.arange(c, device="cpu")
+    for g in range(2, c):
+        if c % g == 0 and torch.equal(index, base.view(g, c // g).t().reshape(-1)):
+            return g
+    return 0
+
+
+def group_support(in_channels: int, out_channels: int, groups: int) -> Tensor:
+    """(out, in) 0/1 matrix: which inputs a group conv's outputs read."""
+    rows = torch.arange(out_channels, device="cpu") // (out_channels // groups)
+    cols = torch.arange(in_channels, device="cpu") // (in_channels // groups)
+    return (rows[:, None] == cols[None, :]).long()
+
+
+def gather_support(index: Tensor, in_channels: int) -> Tensor:
+    """(len(index), in_channels) 0/1 matrix of a ChannelGather (zero-padding rows are empty)."""
+    out = torch.zeros(index.numel(), in_channels + 1, dtype=torch.long, device="cpu")
+    out[torch.arange(index.numel(), device="cpu"), index.cpu()] = 1
+    return out[:, :in_channels]
+
+
+def chain_connectivity(chain: Sequence[nn.Module | Tensor]) -> Tensor:
+    """Path counts (out, in) of a chain of convs / gathers / permutations applied left to right.
+
+    Elements: nn.Conv2d (or anything with in_channels/out_channels/groups), ChannelGather, or a 1-d
+    permutation tensor (y = x[:, perm]). Entry [o, i] is the number of distinct paths from input channel i
+    to output channel o: 0 means o never sees i.
+    """
+    paths: Tensor | None = None
+    for item in chain:
+        if isinstance(item, Tensor):
+            step = gather_support(item.long(), item.numel())
+        elif isinstance(item, ChannelGather):
+            step = item.support()
+        elif all(hasattr(item, a) for a in ("in_channels", "out_channels", "groups")):
+            step = group_support(item.in_channels, item.out_channels, item.groups)
+        else:
+            raise ValueError(f"chain_connectivity: cannot read channels of {type(item).__name__}")
+        if paths is not None and step.shape[1] != paths.shape[0]:
+            raise ValueError(
+                f"chain_connectivity: {type(item).__name__} reads {step.shape[1]} channels, "
+                f"the chain has {paths.shape[0]} there"
+            )
+        paths = step if paths is None else step @ paths
+    if paths is None:
+        raise ValueError("chain_connectivity: empty chain")
+    return paths
