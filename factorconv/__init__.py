@@ -14,6 +14,7 @@ from . import models, ops  # noqa: F401  (registers operators and backbones)
 from .accounting import LayerRow, Profile, count_params, profile
 from .budget import WidthMatch, count_model, match_width
 from .convert import convert, deploy, fold, iter_operators
+from .ops.acdc import expand, share_coefficients
 from .ops.base import ConvOperator, Cost, is_operator
 from .ops.channel import chain_connectivity
 from .ops.osep import plan_osep, volumetric_rf
@@ -40,6 +41,7 @@ __all__ = [
     "create_conv2d",
     "create_model",
     "deploy",
+    "expand",
     "fold",
     "is_operator",
     "iter_operators",
@@ -50,5 +52,6 @@ __all__ = [
     "profile",
     "register_conv",
     "register_model",
+    "share_coefficients",
     "volumetric_rf",
 ]

@@ -34,7 +34,8 @@ def shuffle_permutation(channels: int, groups: int) -> Tensor:
     """The permutation `perm` with `channel_shuffle(x, groups) == x[:, perm]`."""
     if channels % groups:
         raise ValueError(f"shuffle_permutation: channels ({channels}) must be divisible by groups ({groups})")
-    return torch.arange(channels).view(groups, channels // groups).t().reshape(-1)
+    # index data on the CPU whatever the default device (a model built on meta still needs real indices)
+    return torch.arange(channels, device="cpu").view(groups, channels // groups).t().reshape(-1)
 
 
 def invert_permutation(perm: Tensor) -> Tensor:

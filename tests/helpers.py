@@ -42,7 +42,7 @@ def _divisors(n: int) -> list[int]:
 
 # Operators whose options conv_config knows how to draw; a newly registered operator must be added here
 # (tests/test_operators.py fails until it is).
-CONFIGURED_CONVS = {"conv", "dw", "dsep", "ssep", "doconv", "osep", "sosep"}
+CONFIGURED_CONVS = {"conv", "dw", "dsep", "ssep", "doconv", "osep", "sosep", "acdc"}
 
 
 @st.composite
@@ -71,6 +71,13 @@ def conv_config(draw: Any, conv: str, max_channels: int = 12) -> dict[str, Any]:
             groups, cout = cin, cin * draw(st.integers(1, 3))
         mn = kh * kw
         options = {"D_mul": draw(st.sampled_from([None, max(1, mn - 2), mn, mn + 1, 2 * mn + 3]))}
+    elif conv == "acdc":
+        options = {"atoms": draw(st.integers(1, 12)), "atom_drop": draw(st.sampled_from([0.0, 0.2]))}
+        if groups == 1 and draw(st.booleans()):  # ACDC-g: groups of s channels, channels kept or grown
+            s = draw(st.integers(1, 6))
+            cin = s * draw(st.integers(1, 3))
+            cout = cin * draw(st.integers(1, 2))
+            options["group_size"] = s
     elif conv in ("osep", "sosep"):
         options = {
             "n_parts": draw(st.sampled_from([2, 2, 3])),

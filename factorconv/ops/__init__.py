@@ -1,5 +1,6 @@
 """Operator families, one per module; importing this package registers them all."""
 
+from .acdc import ACDCConv2d, CoefficientBank
 from .base import ConvOperator, ConvSpec, Cost, OperatorMixin, conv_macs, conv_output_hw, is_operator
 from .baselines import DepthwiseConv2d, DepthwiseSeparableConv2d, SpatialSeparableConv2d, StandardConv2d
 from .channel import ChannelGather, chain_connectivity
@@ -13,7 +14,9 @@ from .osep import (
 )
 
 __all__ = [
+    "ACDCConv2d",
     "ChannelGather",
+    "CoefficientBank",
     "ConvOperator",
     "ConvSpec",
     "Cost",
