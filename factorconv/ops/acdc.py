@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from ..functional import expand_grouped_kernel, shuffle_permutation
 from ..registry import register_conv
 from .base import ConvOperator, Cost, conv_macs
+from .chain import AddBias
 from .channel import ChannelGather
 
 __all__ = ["ACDCConv2d", "CoefficientBank", "expand", "fit_shared_coefficients", "share_coefficients"]
@@ -324,9 +325,7 @@ class ACDCConv2d(ConvOperator):
         if isinstance(self.out_shuffle, ChannelGather):
             modules.append(ChannelGather(self.out_shuffle.index_cpu, self.out_channels))
         if self.bias is not None:
-            from .osep import _AddBias
-
-            modules.append(_AddBias(self.bias.detach().clone()))
+            modules.append(AddBias(self.bias.detach().clone()))
         return nn.Sequential(*modules)
 
     # -- fitting -----------------------------------------------------------------------------------------

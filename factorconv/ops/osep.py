@@ -31,9 +31,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..functional import compose_kernels, expand_grouped_kernel, take_grouped_kernel
 from ..registry import register_conv
-from .base import ConvOperator, Cost, as_pair, conv_output_hw
+from .base import as_pair, conv_output_hw
+from .chain import GroupConvChain
 from .channel import ChannelGather, chain_connectivity
 
 __all__ = [
@@ -374,7 +374,7 @@ def plan_routing(plan: OsepPlan, conv_groups: int = 1) -> list[Tensor | None]:
 
 
 @register_conv("osep")
-class OptimizedSeparableConv2d(ConvOperator):
+class OptimizedSeparableConv2d(GroupConvChain):
     """Optimized separable convolution: the group convs of `plan_osep`, with channel routing between them.
 
     Options: `n_parts` (N, default 2, or "auto"), `gamma` (overlap coefficient, default 1), `policy`
@@ -383,8 +383,6 @@ class OptimizedSeparableConv2d(ConvOperator):
     `groups` > 1 is planned per conv group. Linear: dense_weight/fold compose the parts exactly.
     """
 
-    has_feature_path = True
-    from_conv_exact = False  # fitted by gradient descent
     spatial_default: ClassVar[bool] = False
 
     def __init__(
@@ -412,101 +410,12 @@ class OptimizedSeparableConv2d(ConvOperator):
         self.plan = plan_osep(self.in_channels // g, self.out_channels // g, self.kernel_size, n_parts, gamma,
                               policy, spatial, kernel_sizes, part_groups)
         geometry = self.plan.geometry(self.stride, self.padding, self.dilation)
-        self.parts = nn.ModuleList(
+        convs = [
             nn.Conv2d(g * part.in_padded, g * part.out_padded, part.kernel_size, s, p, d, groups=g * part.groups,
                       bias=False)
             for part, (s, p, d) in zip(self.plan.parts, geometry, strict=True)
-        )
-        sources = [self.in_channels] + [g * part.out_padded for part in self.plan.parts]
-        self.gathers = nn.ModuleList(
-            nn.Identity() if index is None else ChannelGather(index, source)
-            for index, source in zip(plan_routing(self.plan, g), sources, strict=True)
-        )
-
-    # -- the protocol --------------------------------------------------------------------------------
-    def _chain(self) -> list[nn.Module]:
-        """gather, conv, gather, conv, ..., gather (identities included)."""
-        chain: list[nn.Module] = []
-        for gather, conv in zip(self.gathers, self.parts, strict=False):
-            chain += [gather, conv]
-        return [*chain, self.gathers[-1]]
-
-    def dense_weight(self) -> Tensor:
-        total: Tensor | None = None
-        for gather, conv in zip(self.gathers, self.parts, strict=False):
-            w = expand_grouped_kernel(conv.weight, conv.groups)
-            if isinstance(gather, ChannelGather):  # conv(x[:, idx]) reads x through the gather
-                kh, kw = w.shape[-2:]
-                absorbed = w.new_zeros(w.shape[0], gather.in_channels + 1, kh, kw)
-                w = absorbed.index_add(1, gather.index, w)[:, : gather.in_channels]
-            total = w if total is None else compose_kernels(total, w)
-        final = self.gathers[-1]
-        if isinstance(final, ChannelGather):
-            total = total.index_select(0, final.index)
-        return take_grouped_kernel(total, self.groups).contiguous()
-
-    def feature_forward(self, x: Tensor) -> Tensor:
-        for module in self._chain():
-            x = module(x)
-        return x if self.bias is None else x + self.bias.view(1, -1, 1, 1)
-
-    def compose_macs(self) -> int:
-        # expanding each part and multiplying the dense channel matrices, per kernel tap
-        total, prev = 0, self.in_channels
-        kh, kw = self.kernel_size
-        for conv in self.parts:
-            total += conv.out_channels * conv.in_channels * prev * kh * kw
-            prev = conv.out_channels
-        return total
-
-    def feature_macs(self, in_hw: tuple[int, int]) -> int:
-        g = self.groups
-        return g * self.plan.macs(in_hw, stride=self.stride, padding=self.padding, dilation=self.dilation)
-
-    def _factorized_params(self) -> int:
-        n = sum(conv.weight.numel() for conv in self.parts)
-        return n + (self.out_channels if self.bias is not None else 0)
-
-    def _folded_params(self) -> int:
-        return self.spec.weight_numel + (self.out_channels if self.bias is not None else 0)
-
-    def deploy(self) -> nn.Module:
-        """The chain of plain group convs and gathers when smaller than the folded conv, else the fold."""
-        if self._factorized_params() >= self._folded_params():
-            return self.fold()
-        modules: list[nn.Module] = []
-        for module in self._chain():
-            if isinstance(module, nn.Identity):
-                continue
-            if isinstance(module, nn.Conv2d):
-                conv = nn.Conv2d(module.in_channels, module.out_channels, module.kernel_size, module.stride,
-                                 module.padding, module.dilation, module.groups, bias=False,
-                                 device=module.weight.device, dtype=module.weight.dtype)
-                with torch.no_grad():
-                    conv.weight.copy_(module.weight)
-                module = conv
-            elif isinstance(module, ChannelGather):
-                module = ChannelGather(module.index.clone(), module.in_channels)
-            modules.append(module)
-        if self.bias is not None:
-            modules.append(_AddBias(self.bias.detach().clone()))
-        return nn.Sequential(*modules).train(self.training)
-
-    def cost(self, in_hw: tuple[int, int]) -> Cost:
-        params = sum(p.numel() for p in self.parameters())
-        bits = params * 32
-        macs = self.feature_macs(in_hw)
-        if self._factorized_params() < self._folded_params():
-            deploy_params, deploy_macs = self._factorized_params(), macs
-        else:
-            deploy_params, deploy_macs = self._folded_params(), self.spec.macs(in_hw)
-        return Cost(params, bits, macs, deploy_params, deploy_params * 32, deploy_macs)
-
-    def load_from_conv(self, weight: Tensor, bias: Tensor | None) -> float:
-        """A least-squares fit by gradient descent (the factorization is structured and non-convex)."""
-        if self.bias is not None:
-            self.bias.copy_(bias if bias is not None else torch.zeros_like(self.bias))
-        return self.fit_kernel(weight)
+        ]
+        self._set_chain(convs, plan_routing(self.plan, g))
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", groups_per_part={self.plan.groups}"
@@ -517,15 +426,6 @@ class SpatialOptimizedSeparableConv2d(OptimizedSeparableConv2d):
     """Spatial optimized separable convolution: osep whose kernel splits into KH×1 and 1×KW parts."""
 
     spatial_default = True
-
-
-class _AddBias(nn.Module):
-    def __init__(self, bias: Tensor) -> None:
-        super().__init__()
-        self.bias = nn.Parameter(bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.bias.view(1, -1, 1, 1)
 
 
 @dataclass

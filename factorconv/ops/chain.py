@@ -1,0 +1,136 @@
+"""Operators that are a chain of (group) convs with channel gathers between them: optimized separable
+convolution, interleaved group convolutions. `GroupConvChain` owns what they share: composing the chain
+into the dense kernel, running it as the feature path, its costs, and its deploy form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..functional import compose_kernels, expand_grouped_kernel, take_grouped_kernel
+from .base import ConvOperator, Cost, conv_macs, conv_output_hw
+from .channel import ChannelGather
+
+__all__ = ["AddBias", "GroupConvChain"]
+
+
+class AddBias(nn.Module):
+    """x + bias per channel (the bias of a chain, after its last gather)."""
+
+    def __init__(self, bias: Tensor) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.bias.view(1, -1, 1, 1)
+
+
+class GroupConvChain(ConvOperator):
+    """Base of chain operators: `parts` (nn.Conv2d, no bias) and `gathers` (one before every part and one
+    after the last; nn.Identity where the channels pass unchanged), set by `_set_chain`. The layer's bias
+    is added at the end. Linear: dense_weight composes the chain exactly."""
+
+    has_feature_path = True
+    from_conv_exact = False  # structured and non-convex: fitted by gradient descent
+
+    parts: nn.ModuleList
+    gathers: nn.ModuleList
+
+    def _set_chain(self, convs: Sequence[nn.Conv2d], gathers: Sequence[Tensor | None]) -> None:
+        """Install the chain: gathers[i] runs before convs[i], gathers[-1] after the last conv (None: none).
+        Each gather's source width is the channel count before it."""
+        if len(gathers) != len(convs) + 1:
+            raise ValueError("GroupConvChain: need one gather before each conv and one after the last")
+        sources = [self.in_channels] + [c.out_channels for c in convs]
+        self.parts = nn.ModuleList(convs)
+        self.gathers = nn.ModuleList(
+            nn.Identity() if index is None else ChannelGather(index, source)
+            for index, source in zip(gathers, sources, strict=True)
+        )
+
+    def _chain(self) -> list[nn.Module]:
+        """gather, conv, gather, conv, ..., gather (identities included)."""
+        chain: list[nn.Module] = []
+        for gather, conv in zip(self.gathers, self.parts, strict=False):
+            chain += [gather, conv]
+        return [*chain, self.gathers[-1]]
+
+    def dense_weight(self) -> Tensor:
+        total: Tensor | None = None
+        for gather, conv in zip(self.gathers, self.parts, strict=False):
+            w = expand_grouped_kernel(conv.weight, conv.groups)
+            if isinstance(gather, ChannelGather):  # conv(x[:, idx]) reads x through the gather
+                kh, kw = w.shape[-2:]
+                absorbed = w.new_zeros(w.shape[0], gather.in_channels + 1, kh, kw)
+                w = absorbed.index_add(1, gather.index, w)[:, : gather.in_channels]
+            total = w if total is None else compose_kernels(total, w)
+        final = self.gathers[-1]
+        if isinstance(final, ChannelGather):
+            total = total.index_select(0, final.index)
+        return take_grouped_kernel(total, self.groups).contiguous()
+
+    def feature_forward(self, x: Tensor) -> Tensor:
+        for module in self._chain():
+            x = module(x)
+        return x if self.bias is None else x + self.bias.view(1, -1, 1, 1)
+
+    def compose_macs(self) -> int:
+        # expanding each part and multiplying the dense channel matrices, per kernel tap
+        total, prev = 0, self.in_channels
+        kh, kw = self.kernel_size
+        for conv in self.parts:
+            total += conv.out_channels * conv.in_channels * prev * kh * kw
+            prev = conv.out_channels
+        return total
+
+    def feature_macs(self, in_hw: tuple[int, int]) -> int:
+        """MACs of the chain's convs at their real (padded) sizes: what the feature path computes."""
+        macs, hw = 0, in_hw
+        for conv in self.parts:
+            hw = conv_output_hw(hw, conv.kernel_size, conv.stride, conv.padding, conv.dilation)
+            macs += conv_macs(conv.in_channels, conv.out_channels, conv.kernel_size, conv.groups, hw)
+        return macs
+
+    def _factorized_params(self) -> int:
+        n = sum(conv.weight.numel() for conv in self.parts)
+        return n + (self.out_channels if self.bias is not None else 0)
+
+    def _folded_params(self) -> int:
+        return self.spec.weight_numel + (self.out_channels if self.bias is not None else 0)
+
+    def deploy(self) -> nn.Module:
+        """The chain of plain group convs and gathers when smaller than the folded conv, else the fold."""
+        if self._factorized_params() >= self._folded_params():
+            return self.fold()
+        modules: list[nn.Module] = []
+        for module in self._chain():
+            if isinstance(module, nn.Conv2d):
+                conv = nn.Conv2d(module.in_channels, module.out_channels, module.kernel_size, module.stride,
+                                 module.padding, module.dilation, module.groups, bias=False,
+                                 device=module.weight.device, dtype=module.weight.dtype)
+                with torch.no_grad():
+                    conv.weight.copy_(module.weight)
+                modules.append(conv)
+            elif isinstance(module, ChannelGather):
+                modules.append(ChannelGather(module.index_cpu, module.in_channels))
+        if self.bias is not None:
+            modules.append(AddBias(self.bias.detach().clone()))
+        return nn.Sequential(*modules).train(self.training)
+
+    def cost(self, in_hw: tuple[int, int]) -> Cost:
+        params = sum(p.numel() for p in self.parameters())
+        macs = self.feature_macs(in_hw)
+        if self._factorized_params() < self._folded_params():
+            deploy_params, deploy_macs = self._factorized_params(), macs
+        else:
+            deploy_params, deploy_macs = self._folded_params(), self.spec.macs(in_hw)
+        return Cost(params, params * 32, macs, deploy_params, deploy_params * 32, deploy_macs)
+
+    def load_from_conv(self, weight: Tensor, bias: Tensor | None) -> float:
+        """A least-squares fit by gradient descent (the factorization is structured and non-convex)."""
+        if self.bias is not None:
+            self.bias.copy_(bias if bias is not None else torch.zeros_like(self.bias))
+        return self.fit_kernel(weight)
