@@ -17,6 +17,7 @@ from .convert import convert, deploy, fold, iter_operators
 from .ops.acdc import expand, share_coefficients
 from .ops.base import ConvOperator, Cost, is_operator
 from .ops.channel import chain_connectivity
+from .ops.igcv import complementary_permutations, connectivity, plan_igcv2
 from .ops.osep import plan_osep, volumetric_rf
 from .registry import (
     create_conv2d,
@@ -35,6 +36,8 @@ __all__ = [
     "WidthMatch",
     "__version__",
     "chain_connectivity",
+    "complementary_permutations",
+    "connectivity",
     "convert",
     "count_model",
     "count_params",
@@ -48,6 +51,7 @@ __all__ = [
     "list_convs",
     "list_models",
     "match_width",
+    "plan_igcv2",
     "plan_osep",
     "profile",
     "register_conv",

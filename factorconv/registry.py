@@ -184,6 +184,14 @@ def create_conv2d(
 _CONV_ARGS = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "bias")
 
 
+def _builder_default(fn: Callable[..., Any], name: str) -> Any:
+    """The default a builder (function, class or partial) gives option `name`."""
+    if isinstance(fn, functools.partial) and name in fn.keywords:
+        return fn.keywords[name]
+    param = inspect.signature(fn).parameters.get(name)
+    return None if param is None or param.default is inspect.Parameter.empty else param.default
+
+
 def _check_kwargs(fn: Callable[..., Any], kwargs: dict[str, Any], what: str, skip: Iterable[str] = ()) -> None:
     """Raise ValueError for keyword options `fn` does not accept (instead of a TypeError deep inside)."""
     try:
@@ -206,8 +214,8 @@ def _check_kwargs(fn: Callable[..., Any], kwargs: dict[str, Any], what: str, ski
 def create_model(
     name: str,
     *,
-    conv: str | ConvBuilder = "conv",
-    width: float = 1.0,
+    conv: str | ConvBuilder | None = None,
+    width: float | None = None,
     num_classes: int = 10,
     in_chans: int = 3,
     conv_kwargs: dict[str, Any] | None = None,
@@ -215,18 +223,20 @@ def create_model(
 ) -> nn.Module:
     """Build registered backbone `name` with operator `conv` in place of its spatial convs.
 
-    Keyword options that are None are dropped (so a CLI can pass unset options through). The model gets
-    a `build_config` attribute (a JSON-able dict of what it was built with) when every option is JSON-able.
+    `conv` and `width` default to the model's own: "conv" and 1.0 for every backbone except the
+    interleaved-group-conv networks, whose layers default to their IGC operator and whose width is the
+    absolute first-stage width. Other keyword options that are None are dropped (so a CLI can pass unset
+    options through). The model gets a `build_config` attribute (a JSON-able dict of what it was built with).
     """
     entry = model_entry(name)
-    model_kwargs = {k: v for k, v in model_kwargs.items() if v is not None}
+    model_kwargs = {k: v for k, v in {**model_kwargs, "conv": conv, "width": width}.items() if v is not None}
     _check_kwargs(entry.builder, model_kwargs, f"model {name!r}")
     if isinstance(conv, str):
         conv_entry(conv)  # fail early with the list of known names
-    model = entry.builder(
-        conv=conv, width=width, num_classes=num_classes, in_chans=in_chans,
-        conv_kwargs=dict(conv_kwargs or {}), **model_kwargs,
-    )
+    model = entry.builder(num_classes=num_classes, in_chans=in_chans, conv_kwargs=dict(conv_kwargs or {}),
+                          **model_kwargs)
+    conv = _builder_default(entry.builder, "conv") if conv is None else conv
+    width = _builder_default(entry.builder, "width") if width is None else width
     if isinstance(conv, str):
         finalize = conv_entry(conv).finalize
         if finalize is not None:

@@ -42,7 +42,7 @@ def _divisors(n: int) -> list[int]:
 
 # Operators whose options conv_config knows how to draw; a newly registered operator must be added here
 # (tests/test_operators.py fails until it is).
-CONFIGURED_CONVS = {"conv", "dw", "dsep", "ssep", "doconv", "osep", "sosep", "acdc"}
+CONFIGURED_CONVS = {"conv", "dw", "dsep", "ssep", "doconv", "osep", "sosep", "acdc", "igcv1", "igcv2"}
 
 
 @st.composite
@@ -78,6 +78,21 @@ def conv_config(draw: Any, conv: str, max_channels: int = 12) -> dict[str, Any]:
             cin = s * draw(st.integers(1, 3))
             cout = cin * draw(st.integers(1, 2))
             options["group_size"] = s
+    elif conv == "igcv1":
+        per_group = draw(st.integers(1, 3))  # primary partitions dividing both widths
+        parts = draw(st.integers(1, 3))
+        cin, cout = groups * parts * draw(st.integers(1, 2)), groups * parts * per_group
+        options = {"partitions": parts}
+    elif conv == "igcv2":
+        k = draw(st.integers(1, 4))
+        width = draw(st.integers(1, 3))
+        cout = groups * k * width
+        cin = groups * (cout // groups // k) * draw(st.integers(1, 2))  # divisible by the 1x1 group count
+        options = {"K": k, "L": draw(st.integers(2, 4)), "channelwise": True}
+        if draw(st.booleans()):
+            branch = draw(st.integers(1, 2))
+            cin = cout = groups * k * width * branch
+            options = {"branch_sizes": [branch, k, k], "channelwise": False}
     elif conv in ("osep", "sosep"):
         options = {
             "n_parts": draw(st.sampled_from([2, 2, 3])),

@@ -2,6 +2,7 @@
 
 from .cifar_resnet import BasicBlock, CifarResNet
 from .densenet import DenseNet
+from .igc import IGCV3, IGCV2Block, IGCV2Mobilenet, IGCV3Block, XceptionBlock
 from .layers import ConvFactory, ConvNormAct, scale_width
 from .mobilenet import MobileNetV1, MobileNetV2
 from .preact_resnet import PreActResNet
@@ -9,15 +10,20 @@ from .resnet import ResNet
 from .vgg import VGG
 
 __all__ = [
+    "IGCV3",
     "VGG",
     "BasicBlock",
     "CifarResNet",
     "ConvFactory",
     "ConvNormAct",
     "DenseNet",
+    "IGCV2Block",
+    "IGCV2Mobilenet",
+    "IGCV3Block",
     "MobileNetV1",
     "MobileNetV2",
     "PreActResNet",
     "ResNet",
+    "XceptionBlock",
     "scale_width",
 ]

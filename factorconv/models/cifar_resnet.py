@@ -90,6 +90,8 @@ class CifarResNet(nn.Module):
         stem_stride: int = 1,
         replace_stem: bool | None = None,
         skip: bool = True,
+        stem_channels: int | None = None,
+        stage_conv_kwargs: tuple[dict[str, Any], ...] | None = None,
         norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
         act_layer: Callable[[], nn.Module] = default_act,
     ) -> None:
@@ -107,12 +109,17 @@ class CifarResNet(nn.Module):
         blocks = (depth - 2) // 6
         widths = [scale_width(16, width) * m for m in (1, 2, 4)]
         conv_layer = ConvFactory(conv, conv_kwargs, replace_stem)
+        stem = widths[0] if stem_channels is None else stem_channels
+        if stage_conv_kwargs is not None and len(stage_conv_kwargs) != 3:
+            raise ValueError(f"{name}: stage_conv_kwargs needs one dict per stage (3), got {len(stage_conv_kwargs)}")
 
-        self.conv1 = conv_layer(in_chans, widths[0], 3, stride=stem_stride, stem=True)
-        self.bn1 = norm_layer(widths[0])
+        self.conv1 = conv_layer(in_chans, stem, 3, stride=stem_stride, stem=True)
+        self.bn1 = norm_layer(stem)
         self.act1 = act_layer()
-        in_ch = widths[0]
+        in_ch = stem
         for i, out_ch in enumerate(widths):
+            if stage_conv_kwargs is not None:  # per-stage operator options over the common ones
+                conv_layer = ConvFactory(conv, {**(conv_kwargs or {}), **stage_conv_kwargs[i]}, replace_stem)
             layers = []
             for j in range(blocks):
                 stride = 2 if i > 0 and j == 0 else 1

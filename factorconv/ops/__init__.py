@@ -5,6 +5,7 @@ from .base import ConvOperator, ConvSpec, Cost, OperatorMixin, conv_macs, conv_o
 from .baselines import DepthwiseConv2d, DepthwiseSeparableConv2d, SpatialSeparableConv2d, StandardConv2d
 from .channel import ChannelGather, chain_connectivity
 from .doconv import DOConv2d
+from .igcv import InterleavedGroupConv1, InterleavedGroupConv2
 from .osep import (
     OptimizedSeparableConv2d,
     OsepPlan,
@@ -23,6 +24,8 @@ __all__ = [
     "DOConv2d",
     "DepthwiseConv2d",
     "DepthwiseSeparableConv2d",
+    "InterleavedGroupConv1",
+    "InterleavedGroupConv2",
     "OperatorMixin",
     "OptimizedSeparableConv2d",
     "OsepPlan",

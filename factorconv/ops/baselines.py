@@ -154,7 +154,8 @@ def _copy_conv(conv: nn.Conv2d, weight: Tensor | None = None, bias: Tensor | Non
 
 @register_conv("dsep")
 class DepthwiseSeparableConv2d(_TwoFactorOperator):
-    """Depthwise-separable convolution: depthwise k×k (channel multiplier `multiplier`), then pointwise 1x1.
+    """Depthwise-separable convolution: depthwise k×k (channel multiplier `multiplier`, or "auto": out/in when
+    out is a multiple of in), then pointwise 1x1.
 
     `norm=True` puts a BatchNorm between the two, as the optimized-separable paper's d-ResNet does. The
     operator is then linear only in eval mode (running statistics): dense_weight()/dense_bias() and
@@ -175,13 +176,16 @@ class DepthwiseSeparableConv2d(_TwoFactorOperator):
         groups: int = 1,
         bias: bool = False,
         *,
-        multiplier: int = 1,
+        multiplier: int | str = 1,
         norm: bool = False,
         path: str = "auto",
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, path=path)
+        if multiplier == "auto":  # Xception's transitions: depth multiplier out/in when out is a multiple
+            whole = self.out_channels % self.in_channels == 0
+            multiplier = max(1, self.out_channels // self.in_channels) if whole else 1
         if isinstance(multiplier, bool) or not isinstance(multiplier, int) or multiplier < 1:
-            raise ValueError(f"DepthwiseSeparableConv2d: multiplier must be an int >= 1, got {multiplier!r}")
+            raise ValueError(f"DepthwiseSeparableConv2d: multiplier must be an int >= 1 or 'auto', got {multiplier!r}")
         if not isinstance(norm, bool):
             raise ValueError(f"DepthwiseSeparableConv2d: norm must be True or False, got {norm!r}")
         self.multiplier = multiplier
