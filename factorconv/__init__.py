@@ -13,9 +13,10 @@ __version__ = "0.1.0"
 from . import models, ops  # noqa: F401  (registers operators and backbones)
 from .accounting import LayerRow, Profile, count_params, profile
 from .budget import WidthMatch, count_model, match_width
-from .convert import convert, deploy, fold, iter_operators
+from .convert import convert, deploy, fold, iter_operators, pack
 from .ops.acdc import expand, share_coefficients
 from .ops.base import ConvOperator, Cost, is_operator
+from .ops.bdsc import decouple
 from .ops.channel import chain_connectivity
 from .ops.igcv import complementary_permutations, connectivity, plan_igcv2
 from .ops.osep import plan_osep, volumetric_rf
@@ -43,6 +44,7 @@ __all__ = [
     "count_params",
     "create_conv2d",
     "create_model",
+    "decouple",
     "deploy",
     "expand",
     "fold",
@@ -51,6 +53,7 @@ __all__ = [
     "list_convs",
     "list_models",
     "match_width",
+    "pack",
     "plan_igcv2",
     "plan_osep",
     "profile",

@@ -105,9 +105,14 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _costed(module: nn.Module) -> bool:
+    """Operators, and deploy forms that report their own costs (a packed BDSC layer), count as one layer."""
+    return is_operator(module) or callable(getattr(module, "cost", None))
+
+
 def _units(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
-    """Layers to account for: operators (not descended), convs, linears and other leaves."""
-    if is_operator(model) or isinstance(model, nn.Conv2d | nn.Linear) or not any(True for _ in model.children()):
+    """Layers to account for: costed modules (not descended), convs, linears and other leaves."""
+    if _costed(model) or isinstance(model, nn.Conv2d | nn.Linear) or not any(True for _ in model.children()):
         return [(prefix, model)]
     out = []
     for name, child in model.named_children():
@@ -174,7 +179,7 @@ def profile(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32)) -> Prof
         own_params = sum(p.numel() for p in own)
         seen = calls[name]
         macs = adds = deploy_macs = deploy_adds = 0
-        if is_operator(unit):
+        if _costed(unit):
             per_call = [unit.cost(tuple(x[-2:])) for x, _ in seen]
             static = per_call[0] if per_call else unit.cost(_probe_hw(unit))
             macs, adds = sum(c.macs for c in per_call), sum(c.adds for c in per_call)

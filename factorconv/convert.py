@@ -15,7 +15,7 @@ from torch import nn
 from .ops.base import ConvSpec, is_operator
 from .registry import ConvBuilder, conv_entry, create_conv2d
 
-__all__ = ["convert", "deploy", "fold", "iter_operators"]
+__all__ = ["convert", "deploy", "fold", "iter_operators", "pack"]
 
 
 def _patterns(value: str | Iterable[str] | None) -> list[str] | None:
@@ -144,6 +144,12 @@ def _swap_operators(model: nn.Module, make: Callable[[nn.Module], nn.Module]) ->
 def fold(model: nn.Module) -> nn.Module:
     """Replace every operator in `model` with its exact `nn.Conv2d` (`op.fold()`), in place."""
     return _swap_operators(model, lambda op: op.fold())
+
+
+def pack(model: nn.Module) -> nn.Module:
+    """Replace every operator that has a packed form (BDSC: bit-packed configuration) with it, in place;
+    other operators are left as they are (fold or deploy them separately)."""
+    return _swap_operators(model, lambda op: op.pack() if callable(getattr(op, "pack", None)) else op)
 
 
 def deploy(model: nn.Module) -> nn.Module:

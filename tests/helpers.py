@@ -42,7 +42,9 @@ def _divisors(n: int) -> list[int]:
 
 # Operators whose options conv_config knows how to draw; a newly registered operator must be added here
 # (tests/test_operators.py fails until it is).
-CONFIGURED_CONVS = {"conv", "dw", "dsep", "ssep", "doconv", "osep", "sosep", "acdc", "igcv1", "igcv2"}
+CONFIGURED_CONVS = {
+    "conv", "dw", "dsep", "ssep", "doconv", "osep", "sosep", "acdc", "igcv1", "igcv2", "decoupled", "bdsc",
+}
 
 
 @st.composite
@@ -93,6 +95,9 @@ def conv_config(draw: Any, conv: str, max_channels: int = 12) -> dict[str, Any]:
             branch = draw(st.integers(1, 2))
             cin = cout = groups * k * width * branch
             options = {"branch_sizes": [branch, k, k], "channelwise": False}
+    elif conv == "bdsc":
+        options = {"p": draw(st.sampled_from([0.5, 1, 2])), "norm": draw(st.booleans()),
+                   "binary": draw(st.booleans())}
     elif conv in ("osep", "sosep"):
         options = {
             "n_parts": draw(st.sampled_from([2, 2, 3])),

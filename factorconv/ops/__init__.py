@@ -3,6 +3,7 @@
 from .acdc import ACDCConv2d, CoefficientBank
 from .base import ConvOperator, ConvSpec, Cost, OperatorMixin, conv_macs, conv_output_hw, is_operator
 from .baselines import DepthwiseConv2d, DepthwiseSeparableConv2d, SpatialSeparableConv2d, StandardConv2d
+from .bdsc import BalancedDecoupledConv2d, DecoupledConv2d, PackedBDSC, decouple
 from .channel import ChannelGather, chain_connectivity
 from .doconv import DOConv2d
 from .igcv import InterleavedGroupConv1, InterleavedGroupConv2
@@ -16,12 +17,14 @@ from .osep import (
 
 __all__ = [
     "ACDCConv2d",
+    "BalancedDecoupledConv2d",
     "ChannelGather",
     "CoefficientBank",
     "ConvOperator",
     "ConvSpec",
     "Cost",
     "DOConv2d",
+    "DecoupledConv2d",
     "DepthwiseConv2d",
     "DepthwiseSeparableConv2d",
     "InterleavedGroupConv1",
@@ -29,12 +32,14 @@ __all__ = [
     "OperatorMixin",
     "OptimizedSeparableConv2d",
     "OsepPlan",
+    "PackedBDSC",
     "SpatialOptimizedSeparableConv2d",
     "SpatialSeparableConv2d",
     "StandardConv2d",
     "chain_connectivity",
     "conv_macs",
     "conv_output_hw",
+    "decouple",
     "is_operator",
     "plan_osep",
     "volumetric_rf",
