@@ -10,8 +10,10 @@ import argparse
 import ast
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -126,6 +128,75 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_config(args: argparse.Namespace) -> tuple[Any, bool]:
+    from .train import RESUME_SAFE_FIELDS, TrainConfig, resolve_config
+    from .train.checkpoint import load_checkpoint
+
+    overrides = parse_options(args.set, "--set")
+    flags = {"model": args.model, "conv": args.conv, "width": args.width, "data": args.data,
+             "data_dir": args.data_dir, "run_dir": args.run_dir, "epochs": args.epochs, "seed": args.seed}
+    flags = {k: v for k, v in flags.items() if v is not None}
+    if args.opt:
+        overrides = {**{f"conv_kwargs.{k}": v for k, v in parse_options(args.opt).items()}, **overrides}
+    if args.model_opt:
+        overrides = {**{f"model_kwargs.{k}": v for k, v in parse_options(args.model_opt, "--model-opt").items()},
+                     **overrides}
+    if args.resume is None:
+        return resolve_config(args.preset, args.config, {**flags, **overrides}), False
+    changes = {**flags, **overrides}
+    changes.pop("run_dir", None)
+    bad = sorted(k for k in changes if k.split(".")[0] not in RESUME_SAFE_FIELDS)
+    if bad or args.preset or args.config:
+        what = ", ".join(bad) if bad else ("--preset" if args.preset else "--config")
+        raise UsageError(f"--resume continues the run with its saved config; it cannot change {what} "
+                         f"(resumable: {', '.join(sorted(RESUME_SAFE_FIELDS))})")
+    saved = TrainConfig.from_dict(load_checkpoint(args.resume)["config"]).to_dict()
+    saved["run_dir"] = str(args.resume if not str(args.resume).endswith(".pt") else Path(args.resume).parent)
+    return resolve_config(None, None, changes, base=saved), True
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import fit
+
+    if args.list_presets:
+        from .train import PRESETS
+
+        for name, preset in sorted(PRESETS.items()):
+            print(f"{name:<8} {preset.description}")
+        return 0
+    cfg, resume = _train_config(args)
+    if args.print_config:
+        print(json.dumps(cfg.to_dict(), indent=2))
+        return 0
+    result = fit(cfg, resume=resume)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
+        return 0
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        acc = result.get("test_acc")
+        print(f"test accuracy {100 * acc:.2f}% (loss {result['test_loss']:.4f}) after {result['steps']} steps, "
+              f"{result['train_seconds']:.0f} s training / {result['seconds']:.0f} s total; "
+              f"{result['profile']['params']:,} params; results in {result['run_dir']}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .train import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.path, data_dir=args.data_dir, device=args.device, fold=args.fold)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    line = f"{result['model']} on {result['data']} ({result['images']} test images, step {result['step']}): " \
+           f"accuracy {100 * result['test_acc']:.2f}%, loss {result['test_loss']:.4f}"
+    if args.fold:
+        line += (f"; folded: {100 * result['folded_test_acc']:.2f}%, largest logit difference "
+                 f"{result['folded_max_logit_diff']:.2e}")
+    print(line)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="factorconv",
@@ -147,6 +218,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary", action="store_true", help="totals only, no per-layer table")
     p.add_argument("--meta", action="store_true", help="count on the meta device (large models, no memory)")
     p.set_defaults(func=_cmd_profile)
+
+    p = sub.add_parser("train", help="train a model on a data set (single process, or under torchrun: DDP)",
+                       description="Train one model. Config precedence: defaults < --preset < --config < flags "
+                                   "< --set. Every config field can be set with --set KEY=VALUE.")
+    p.add_argument("--model", default=None, help="registered model (default resnet20)")
+    p.add_argument("--conv", default=None, help="operator replacing the spatial convs (default: the model's)")
+    p.add_argument("--width", type=float, default=None, help="width multiplier")
+    p.add_argument("--opt", action="append", metavar="KEY=VALUE", help="operator option, repeatable")
+    p.add_argument("--model-opt", action="append", metavar="KEY=VALUE", help="model option, repeatable")
+    p.add_argument("--data", default=None, help="data set: fashion-mnist (default), mnist, kmnist, cifar10, "
+                                                "cifar100, folder, synthetic")
+    p.add_argument("--data-dir", default=None, help="where the data set is (default: its usual places)")
+    p.add_argument("--preset", default=None, help="training recipe (--list-presets shows them)")
+    p.add_argument("--config", default=None, help="JSON or YAML file of config fields")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config field, repeatable "
+                                                                        "(conv_kwargs.p=3 reaches into mappings)")
+    p.add_argument("--epochs", type=float, default=None, help="training epochs")
+    p.add_argument("--seed", type=int, default=None, help="random seed")
+    p.add_argument("--run-dir", default=None, help="run directory (default runs/<model>-<data>-<time>)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run saved in RUN_DIR exactly")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--list-presets", action="store_true", help="list the training presets and exit")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="test accuracy of a trained run (run directory or checkpoint)")
+    p.add_argument("path", help="run directory or its checkpoint.pt")
+    p.add_argument("--data-dir", default=None, help="where the data set is (default: as trained)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--fold", action="store_true", help="also evaluate the folded (deploy) model and compare logits")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_eval)
     return parser
 
 
@@ -155,11 +258,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    from .data import DatasetError
+    from .train import CheckpointError, RunDirError, TrainError
+
     try:
         return int(args.func(args))
     except (ValueError, UsageError) as err:
         print(f"factorconv {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except (DatasetError, TrainError, CheckpointError, RunDirError) as err:
+        print(f"factorconv {args.command}: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,93 @@
+"""The in-memory image set every reader returns (`ImageSet`), and the one error type data problems raise
+(`DatasetError`): a message naming the path, what was expected there, and how to get it."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+__all__ = ["DatasetError", "ImageSet", "file_md5"]
+
+
+class DatasetError(RuntimeError):
+    """A data set that is missing, corrupt or not in the expected format. The message is for the user."""
+
+
+@dataclass
+class ImageSet:
+    """uint8 images (N, C, H, W) with int64 labels (N,) in [0, len(classes))."""
+
+    images: Tensor
+    labels: Tensor
+    classes: list[str]
+    name: str = "images"
+    source: str = ""
+    _stats: tuple[list[float], list[float]] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise DatasetError(f"{self.name}: images must be uint8 (N, C, H, W), got {self.images.dtype} "
+                               f"{tuple(self.images.shape)}")
+        if self.labels.dim() != 1 or len(self.labels) != len(self.images):
+            raise DatasetError(f"{self.name}: {len(self.images)} images but labels of shape "
+                               f"{tuple(self.labels.shape)}")
+        self.labels = self.labels.long()
+        if len(self.labels) and (int(self.labels.min()) < 0 or int(self.labels.max()) >= len(self.classes)):
+            raise DatasetError(f"{self.name}: labels span [{int(self.labels.min())}, {int(self.labels.max())}] "
+                               f"but there are {len(self.classes)} classes ({self.source or 'unknown source'})")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return (self.images.shape[2], self.images.shape[3])
+
+    def mean_std(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std of the pixels scaled to [0, 1] (computed once, in float64)."""
+        if self._stats is None:
+            x = self.images.transpose(0, 1).reshape(self.channels, -1)
+            total = x.shape[1]
+            sums = torch.zeros(self.channels, dtype=torch.float64)
+            squares = torch.zeros(self.channels, dtype=torch.float64)
+            for chunk in x.split(1 << 22, dim=1):  # bounded memory for large sets
+                c = chunk.double() / 255
+                sums += c.sum(1)
+                squares += c.square().sum(1)
+            mean = sums / max(total, 1)
+            std = (squares / max(total, 1) - mean.square()).clamp_min(1e-12).sqrt()
+            self._stats = (mean.tolist(), std.tolist())
+        return self._stats
+
+    def subset(self, count: int | None, seed: int = 0) -> ImageSet:
+        """The first `count` images of a seeded shuffle (all of them when count is None or too large)."""
+        if count is None or count >= len(self):
+            return self
+        if count < 1:
+            raise ValueError(f"subset size must be positive, got {count}")
+        idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:count].sort().values
+        return ImageSet(self.images[idx], self.labels[idx], self.classes, self.name, self.source)
+
+
+def file_md5(path: str | Path | bytes) -> str:
+    """MD5 of a file (or of bytes): the checksum the data sets' publishers give."""
+    digest = hashlib.md5(usedforsecurity=False)
+    if isinstance(path, bytes):
+        digest.update(path)
+        return digest.hexdigest()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,97 @@
+"""Image folders (one sub-directory per class) read with Pillow into a uint8 tensor, optionally resized,
+and cached as a tensor file keyed by the folder's contents so a second run does not decode again."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .base import DatasetError, ImageSet
+
+__all__ = ["IMAGE_EXTENSIONS", "read_image_folder"]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+def _listing(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    if not root.is_dir():
+        raise DatasetError(f"image folder {root} does not exist (expected {root}/<class>/<image> files, one "
+                           "sub-directory per class)")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    files = [(f, label) for label, c in enumerate(classes) for f in sorted((root / c).iterdir())
+             if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()]
+    if not files:
+        raise DatasetError(f"image folder {root} has no images (expected {root}/<class>/<image> with one of "
+                           f"{', '.join(IMAGE_EXTENSIONS)})")
+    return classes, files
+
+
+def _fingerprint(files: list[tuple[Path, int]], size: tuple[int, int] | None, mode: str) -> str:
+    h = hashlib.sha256(f"{size} {mode}".encode())
+    for f, label in files:
+        st = f.stat()
+        h.update(f"{f}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:24]
+
+
+def read_image_folder(
+    root: str | Path,
+    size: int | tuple[int, int] | None = None,
+    mode: str = "RGB",
+    cache_dir: str | Path | None = None,
+) -> ImageSet:
+    """All images under `root/<class>/`, as uint8 (N, C, H, W) with classes in sorted order.
+
+    `size` resizes every image (bilinear); without it all images must already share one size. `mode` is
+    the Pillow mode ("RGB" or "L"). With `cache_dir`, the decoded tensor is stored there under a name
+    derived from the file list, sizes and modification times, and reused while those are unchanged.
+    """
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError as err:
+        raise DatasetError("reading image folders needs Pillow: pip install 'factorconv[data]'") from err
+    if mode not in ("RGB", "L"):
+        raise ValueError(f"read_image_folder: mode must be 'RGB' or 'L', got {mode!r}")
+    root = Path(root)
+    hw = (size, size) if isinstance(size, int) else (tuple(size) if size is not None else None)
+    classes, files = _listing(root)
+    cache = None
+    if cache_dir is not None:
+        cache = Path(cache_dir) / f"folder-{_fingerprint(files, hw, mode)}.pt"
+        if cache.is_file():
+            try:
+                saved = torch.load(cache, weights_only=True)
+                return ImageSet(saved["images"], saved["labels"], list(saved["classes"]), root.name, str(root))
+            except Exception:  # a stale or damaged cache is rebuilt, never trusted
+                cache.unlink(missing_ok=True)
+    arrays = []
+    for f, _ in files:
+        try:
+            with Image.open(f) as img:
+                img = img.convert(mode)
+                if hw is not None and img.size != (hw[1], hw[0]):
+                    img = img.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
+                arrays.append(np.asarray(img, dtype=np.uint8))
+        except (UnidentifiedImageError, OSError, ValueError) as err:
+            raise DatasetError(f"{f}: not a readable image ({err})") from None
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise DatasetError(f"image folder {root}: images have different sizes ({sorted(shapes)[:3]} ...); pass a "
+                           "size to resize them (--set image_size=32)")
+    stacked = torch.from_numpy(np.stack(arrays))
+    images = stacked.unsqueeze(1) if stacked.dim() == 3 else stacked.permute(0, 3, 1, 2)
+    labels = torch.tensor([label for _, label in files], dtype=torch.long)
+    result = ImageSet(images.contiguous(), labels, classes, root.name, str(root))
+    if cache is not None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(f".tmp{os.getpid()}")
+            torch.save({"images": result.images, "labels": labels, "classes": classes}, tmp)
+            os.replace(tmp, cache)
+        except OSError:
+            pass  # caching is an optimisation; an unwritable cache directory only costs the decode
+    return result

@@ -1,0 +1,45 @@
+"""Training: the config and the papers' recipes as presets, the engine (single process or torchrun DDP),
+atomic checkpoints with exact resume, and per-run result files."""
+
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config import SCHEDULES, TrainConfig, apply_overrides, load_config_file
+from .engine import (
+    RESUME_SAFE_FIELDS,
+    Callback,
+    Trainer,
+    TrainError,
+    build_model,
+    evaluate_checkpoint,
+    evaluate_model,
+    fit,
+    resolve_config,
+)
+from .presets import PRESETS, Preset, list_presets, preset_values
+from .rundir import RunDir, RunDirError
+from .schedule import lr_at
+
+__all__ = [
+    "PRESETS",
+    "RESUME_SAFE_FIELDS",
+    "SCHEDULES",
+    "Callback",
+    "CheckpointError",
+    "Preset",
+    "RunDir",
+    "RunDirError",
+    "TrainConfig",
+    "TrainError",
+    "Trainer",
+    "apply_overrides",
+    "build_model",
+    "evaluate_checkpoint",
+    "evaluate_model",
+    "fit",
+    "list_presets",
+    "load_checkpoint",
+    "load_config_file",
+    "lr_at",
+    "preset_values",
+    "resolve_config",
+    "save_checkpoint",
+]

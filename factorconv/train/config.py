@@ -1,0 +1,197 @@
+"""The training configuration: one flat dataclass whose every field can be set from a preset, a JSON/YAML
+file or `--set key=value`, validated with an error naming the field and what it accepts.
+
+Durations are `epochs` or, when set, `steps` (iterations); `milestones`, `step_size` and `warmup` are in
+the same unit as the duration (epochs unless `steps` is set), as the papers state their recipes.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SCHEDULES", "TrainConfig", "apply_overrides", "load_config_file"]
+
+SCHEDULES = ("constant", "step", "multistep", "cosine", "onecycle")
+_AMP = ("auto", "native", "off", "bf16", "fp16")
+_PROGRESS = ("auto", "bar", "plain", "off")
+_DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrainConfig:
+    # model
+    model: str = "resnet20"
+    conv: str | None = None
+    conv_kwargs: dict[str, Any] = field(default_factory=dict)
+    width: float | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    # data
+    data: str = "fashion-mnist"
+    data_dir: str | None = None
+    download: bool = False
+    data_verify: bool = True
+    image_size: int | None = None
+    train_subset: int | None = None
+    test_subset: int | None = None
+    augment_pad: int = 4
+    augment_flip: bool = True
+    # optimisation
+    epochs: float = 200
+    steps: int | None = None
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    schedule: str = "multistep"
+    milestones: list[float] = field(default_factory=lambda: [100.0, 150.0])
+    step_size: float | None = None
+    gamma: float = 0.1
+    warmup: float = 0.0
+    onecycle_pct: float = 0.25
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None
+    # execution
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"
+    amp: str = "auto"
+    channels_last: bool | None = None
+    threads: int | None = None
+    sync_bn: bool = False
+    # bookkeeping
+    run_dir: str | None = None
+    eval_every: int = 1
+    checkpoint_every: int = 0
+    log_every: int = 50
+    progress: str = "auto"
+    preset: str | None = None
+
+    def validate(self) -> TrainConfig:
+        """Raise ValueError naming the first bad field; return self."""
+        def bad(name: str, expected: str) -> ValueError:
+            return ValueError(f"config field {name!r} = {getattr(self, name)!r}: expected {expected}")
+
+        for name, choices in (("schedule", SCHEDULES), ("amp", _AMP), ("progress", _PROGRESS),
+                              ("device", _DEVICES)):
+            if getattr(self, name) not in choices:
+                raise bad(name, f"one of {', '.join(choices)}")
+        for name in ("batch_size", "log_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise bad(name, "a positive integer")
+        for name in ("train_subset", "test_subset", "steps", "threads", "image_size"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise bad(name, "a positive integer or null")
+        if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
+            raise bad("checkpoint_every", "an integer >= 0 (steps; 0 = at the end of each epoch only)")
+        if self.steps is None and not self.epochs > 0:
+            raise bad("epochs", "a positive number (or set steps)")
+        for name in ("lr", "gamma"):
+            if not getattr(self, name) > 0:
+                raise bad(name, "a positive number")
+        if not isinstance(self.eval_every, int) or self.eval_every < 0:
+            raise bad("eval_every", "an integer >= 0 (epochs between test evaluations; 0 = at the end only)")
+        for name in ("momentum", "weight_decay", "warmup", "label_smoothing"):
+            if not getattr(self, name) >= 0:
+                raise bad(name, "a number >= 0")
+        if self.label_smoothing >= 1:
+            raise bad("label_smoothing", "a number in [0, 1)")
+        if self.nesterov and self.momentum <= 0:
+            raise bad("nesterov", "false when momentum is 0 (Nesterov needs momentum)")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise bad("grad_clip", "a positive number or null")
+        if self.schedule == "step" and not (self.step_size and self.step_size > 0):
+            raise bad("step_size", "a positive number for schedule 'step'")
+        if not isinstance(self.milestones, list) or sorted(self.milestones) != list(self.milestones):
+            raise bad("milestones", "an increasing list of numbers")
+        if not 0 < self.onecycle_pct < 1:
+            raise bad("onecycle_pct", "a number in (0, 1)")
+        if self.augment_pad < 0:
+            raise bad("augment_pad", "an integer >= 0")
+        for name in ("conv_kwargs", "model_kwargs"):
+            if not isinstance(getattr(self, name), dict):
+                raise bad(name, "a mapping")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(_unknown_message(sorted(unknown)[0]))
+        return cls(**values)
+
+
+def _unknown_message(key: str) -> str:
+    names = [f.name for f in fields(TrainConfig)]
+    close = difflib.get_close_matches(key, names, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; fields: {', '.join(names)}"
+    return f"unknown config field {key!r}{hint}"
+
+
+def _field_types() -> dict[str, Any]:
+    return {f.name: f.type for f in fields(TrainConfig)}
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Make a parsed --set value fit its field: ints for float fields, floats for milestones, str fields."""
+    kind = str(_field_types()[key])
+    if kind.startswith("float") and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind.startswith("list[float]") and isinstance(value, list | tuple):
+        return [float(v) for v in value]
+    if kind.startswith("str") and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def apply_overrides(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`values` updated with `overrides`; dotted keys reach into the mapping fields
+    (`conv_kwargs.p=3`)."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in values.items()}
+    known = _field_types()
+    for key, value in overrides.items():
+        head, dot, rest = key.partition(".")
+        if head not in known:
+            raise ValueError(_unknown_message(head))
+        if dot:
+            if not str(known[head]).startswith("dict"):
+                raise ValueError(f"config field {head!r} is not a mapping, so {key!r} cannot be set")
+            out.setdefault(head, {})[rest] = value
+        else:
+            out[head] = _coerce(head, value)
+    return out
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """A JSON or YAML (needs PyYAML) file holding a mapping of config fields."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ValueError(f"cannot read config file {path}: {err.strerror or err}") from None
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ValueError(f"{path}: reading YAML needs PyYAML (pip install pyyaml), or write the config as "
+                             "JSON") from None
+        try:
+            values = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: not valid YAML ({err})") from None
+    else:
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of config fields, got {type(values).__name__}")
+    return values

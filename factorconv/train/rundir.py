@@ -1,0 +1,110 @@
+"""A run's directory: config.json (the resolved config), metrics.jsonl (one JSON record per line, appended),
+result.json (final metrics, profile, versions, git revision), checkpoint.pt. JSON files are written
+atomically like checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["RunDir", "RunDirError", "environment", "git_revision"]
+
+
+class RunDirError(RuntimeError):
+    """A run directory that cannot be used; the message names it and why."""
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=False, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+class RunDir:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / "checkpoint.pt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    def prepare(self, resume: bool) -> None:
+        """Create the directory and check it is writable; refuse to start over an existing run."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / f".write-test{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            raise RunDirError(f"cannot write to run directory {self.path}: {err.strerror or err}") from None
+        if not resume and self.checkpoint.exists():
+            raise RunDirError(f"{self.path} already holds a run (checkpoint.pt); resume it with --resume or choose "
+                              "another --run-dir")
+        if resume and not self.checkpoint.exists():
+            raise RunDirError(f"nothing to resume: {self.checkpoint} does not exist")
+
+    def write(self, name: str, obj: Any) -> None:
+        try:
+            _write_json(self.path / name, obj)
+        except OSError as err:
+            raise RunDirError(f"cannot write {self.path / name}: {err.strerror or err}") from None
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        with open(self.metrics, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics.exists():
+            return []
+        records = []
+        for line in self.metrics.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash mid-write
+        return records
+
+    def truncate_metrics(self, step: int) -> None:
+        """Drop records logged after `step` (by a run that died before checkpointing them)."""
+        kept = [r for r in self.read_metrics() if r.get("step", 0) <= step]
+        tmp = self.metrics.with_name(f".{self.metrics.name}.tmp{os.getpid()}")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        os.replace(tmp, self.metrics)
+
+
+def git_revision() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                             text=True, timeout=5, check=False)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5,
+                               check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode:
+        return None
+    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def environment() -> dict[str, Any]:
+    from .. import __version__
+
+    return {
+        "factorconv": __version__, "torch": torch.__version__, "python": platform.python_version(),
+        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "git": git_revision(),
+    }

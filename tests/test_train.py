@@ -1,0 +1,273 @@
+"""The training engine on the synthetic set: it learns, writes its run files, resumes bit-exactly after a
+SIGKILL, stops on non-finite values keeping the last good checkpoint, refuses bad run directories and
+unsafe checkpoints; configs, presets and schedules; the train/eval commands."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import factorconv as fc
+from factorconv.cli import main
+from factorconv.train import (
+    PRESETS,
+    CheckpointError,
+    TrainConfig,
+    TrainError,
+    fit,
+    load_checkpoint,
+    lr_at,
+    resolve_config,
+    save_checkpoint,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def small(tmp_path: Path, name: str = "run", **overrides) -> TrainConfig:
+    values = {"data": "synthetic", "model": "resnet20", "width": 0.5, "run_dir": str(tmp_path / name),
+              "progress": "off", "threads": 1, **overrides}
+    return resolve_config("smoke", overrides=values)
+
+
+def test_training_learns_and_writes_its_run_files(tmp_path: Path) -> None:
+    cfg = small(tmp_path, epochs=3.0, lr=0.1, log_every=32, train_subset=None)
+    result = fit(cfg)
+    assert result["test_acc"] > 0.8  # ten classes: chance is 0.1
+    assert result["steps"] == 96 and result["epochs"] == 3
+    run = Path(cfg.run_dir)
+    assert json.loads((run / "result.json").read_text())["test_acc"] == result["test_acc"]
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["lr"] == 0.1 and saved["input_size"] == [1, 16, 16] and len(saved["mean"]) == 1
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1, 2, 3] and all("test_acc" in r for r in epochs)
+    assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
+    assert [r["step"] for r in records if r["kind"] == "step"] == [32, 64, 96]
+    model = fc.train.build_model(cfg, 10, 1)
+    assert result["profile"]["params"] == fc.count_params(model)
+    assert result["environment"]["torch"] == torch.__version__
+
+
+_KILLABLE = textwrap.dedent("""
+    import json, os, signal, sys
+    import torch
+    torch.set_num_threads(1)
+    from factorconv.train import fit, resolve_config
+    cfg = resolve_config("smoke", overrides=json.loads(sys.argv[1]))
+    kill_at = int(sys.argv[2])
+    def kill(event, info):
+        if event == "step" and info["step"] == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+    fit(cfg, callbacks=[kill])
+""")
+
+
+def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=240, **kwargs)
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    script = tmp_path / "killable.py"
+    script.write_text(_KILLABLE)
+    base = {"data": "synthetic", "model": "resnet20", "width": 0.5, "conv": "bdsc",
+            "conv_kwargs": {"p": 1, "norm": True}, "epochs": 3.0, "checkpoint_every": 3, "progress": "plain",
+            "threads": 1, "deterministic": True, "log_every": 2}
+    whole = _run([sys.executable, str(script), json.dumps({**base, "run_dir": str(tmp_path / "whole")}), "0"])
+    assert whole.returncode == 0, whole.stderr
+    killed = _run([sys.executable, str(script), json.dumps({**base, "run_dir": str(tmp_path / "cut")}), "13"])
+    assert killed.returncode == -9  # SIGKILL: no cleanup ran
+    state = load_checkpoint(tmp_path / "cut")
+    assert (state["step"], state["epoch"], state["batch"]) == (12, 1, 4)  # mid-epoch, written every 3 steps
+    resumed = _run([sys.executable, "-m", "factorconv", "train", "--resume", str(tmp_path / "cut")])
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed at step 12" in resumed.stderr
+    a, b = load_checkpoint(tmp_path / "whole"), load_checkpoint(tmp_path / "cut")
+    assert a["step"] == b["step"] == 24
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    ra, rb = (json.loads((tmp_path / d / "result.json").read_text()) for d in ("whole", "cut"))
+    assert (ra["test_acc"], ra["test_loss"], ra["train_loss"]) == (rb["test_acc"], rb["test_loss"], rb["train_loss"])
+
+    def curve(d: str) -> list[tuple]:
+        lines = (tmp_path / d / "metrics.jsonl").read_text().splitlines()
+        return [(r["kind"], r["step"], r.get("train_loss"), r.get("test_acc")) for r in map(json.loads, lines)]
+
+    assert curve("whole") == curve("cut")  # no record lost or duplicated by the kill
+
+
+def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    cfg = small(tmp_path, lr=1e9, weight_decay=0.0, schedule="constant", checkpoint_every=1, momentum=0.0)
+    with pytest.raises(TrainError, match=r"became NaN/inf .*the last good checkpoint, .*checkpoint\.pt, is intact"):
+        fit(cfg)
+    state = load_checkpoint(cfg.run_dir)
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+
+
+def test_unusable_run_directories(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(TrainError, match=r"cannot write to run directory .*afile/run"):
+        fit(small(tmp_path, "afile/run"))
+    cfg = small(tmp_path, epochs=1.0, train_subset=128, test_subset=64)
+    fit(cfg)
+    before = (Path(cfg.run_dir) / "checkpoint.pt").read_bytes()
+    with pytest.raises(TrainError, match=r"already holds a run .*--resume"):
+        fit(cfg)
+    assert (Path(cfg.run_dir) / "checkpoint.pt").read_bytes() == before
+    with pytest.raises(TrainError, match=r"cannot resume .* with lr=0\.5"):
+        fit(small(tmp_path, epochs=1.0, train_subset=128, test_subset=64, lr=0.5), resume=True)
+    with pytest.raises(TrainError, match=r"nothing to resume"):
+        fit(small(tmp_path, "fresh"), resume=True)
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint({"model": {"w": torch.ones(3)}, "step": 1}, path)
+
+    def disk_full(obj, f, *args, **kwargs):
+        f.write(b"partial bytes")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(CheckpointError, match=r"No space left on device \(the previous checkpoint there is intact\)"):
+        save_checkpoint({"model": {"w": torch.zeros(3)}, "step": 2}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+
+
+class _Exploit:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_checkpoints_are_loaded_without_running_code(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "checkpoint.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"format": 1, "model": _Exploit(str(marker))}, f, protocol=2)
+    with pytest.raises(CheckpointError, match=r"not a readable factorconv checkpoint"):
+        load_checkpoint(path)
+    torch.save({"format": 1, "model": {"w": torch.ones(1)}, "payload": _Exploit(str(marker))}, path)
+    with pytest.raises(CheckpointError, match=r"not a readable factorconv checkpoint"):
+        load_checkpoint(path)
+    assert not marker.exists()
+    with pytest.raises(CheckpointError, match=r"no checkpoint at .*nowhere"):
+        load_checkpoint(tmp_path / "nowhere")
+
+
+# -- config, presets, schedules ---------------------------------------------------------------------------
+
+
+def test_config_overrides_and_errors(tmp_path: Path) -> None:
+    cfg = resolve_config("osep", overrides={"conv_kwargs.p": 3, "epochs": 5, "milestones": [2, 4], "conv": "bdsc"})
+    assert cfg.conv_kwargs == {"p": 3} and cfg.epochs == 5.0 and cfg.milestones == [2.0, 4.0]
+    assert cfg.weight_decay == 1e-4 and cfg.preset == "osep"
+    with pytest.raises(ValueError, match=r"unknown config field 'learning_rate'|unknown config field 'lr_rate'"):
+        resolve_config(overrides={"lr_rate": 0.1})
+    with pytest.raises(ValueError, match=r"'schedule' = 'linear': expected one of constant, step"):
+        resolve_config(overrides={"schedule": "linear"})
+    with pytest.raises(ValueError, match=r"'nesterov' = True: expected false when momentum is 0"):
+        resolve_config(overrides={"nesterov": True, "momentum": 0.0})
+    with pytest.raises(ValueError, match=r"'step_size' = None: expected a positive number for schedule 'step'"):
+        resolve_config(overrides={"schedule": "step"})
+    with pytest.raises(ValueError, match=r"'lr' is not a mapping"):
+        resolve_config(overrides={"lr.x": 1})
+    with pytest.raises(ValueError, match=r"unknown preset 'fast'; expected one of acdc, bdsc"):
+        resolve_config("fast")
+    (tmp_path / "c.json").write_text(json.dumps({"preset": "igcv2", "batch_size": 32}))
+    cfg = resolve_config(config_file=tmp_path / "c.json", overrides={"lr": 0.05})
+    assert (cfg.preset, cfg.batch_size, cfg.lr, cfg.nesterov) == ("igcv2", 32, 0.05, True)
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ValueError, match=r"bad\.json: not valid JSON"):
+        resolve_config(config_file=tmp_path / "bad.json")
+
+
+def test_yaml_config_file(tmp_path: Path) -> None:
+    pytest.importorskip("yaml", reason="PyYAML is part of the dev extra")
+    (tmp_path / "c.yaml").write_text("preset: bdsc\nconv: bdsc\nconv_kwargs:\n  p: 2\nsteps: 1000\n")
+    cfg = resolve_config(config_file=tmp_path / "c.yaml")
+    assert (cfg.conv_kwargs, cfg.steps, cfg.nesterov, cfg.batch_size) == ({"p": 2}, 1000, True, 64)
+
+
+def test_every_preset_resolves_and_the_papers_recipes_are_as_stated() -> None:
+    for name in PRESETS:
+        assert resolve_config(name).preset == name
+    osep = resolve_config("osep")
+    assert (osep.lr, osep.batch_size, osep.epochs, osep.milestones, osep.weight_decay) == (
+        0.1, 128, 200.0, [100.0, 150.0], 1e-4)
+    assert lr_at(osep, 99 * 391 + 390, 391, 200 * 391) == 0.1
+    assert math.isclose(lr_at(osep, 100 * 391, 391, 200 * 391), 0.01)
+    assert math.isclose(lr_at(osep, 150 * 391, 391, 200 * 391), 0.001)
+    bdsc = resolve_config("bdsc")
+    assert (bdsc.nesterov, bdsc.batch_size, bdsc.steps) == (True, 64, 180_000)
+    assert lr_at(bdsc, 49_999, 782, 180_000) == 0.1 and math.isclose(lr_at(bdsc, 50_000, 782, 180_000), 0.01)
+    assert math.isclose(lr_at(bdsc, 179_999, 782, 180_000), 1e-4)
+    igcv2 = resolve_config("igcv2")
+    assert (igcv2.epochs, igcv2.milestones, igcv2.batch_size) == (400.0, [200.0, 300.0, 350.0], 64)
+    acdc = resolve_config("acdc")
+    assert (acdc.epochs, acdc.milestones) == (350.0, [150.0, 250.0])
+    doconv = resolve_config("doconv")
+    assert (doconv.steps, doconv.milestones) == (64_000, [32_000.0, 48_000.0])
+
+
+def test_schedules() -> None:
+    cfg = TrainConfig(schedule="onecycle", lr=0.2, onecycle_pct=0.25)
+    values = [lr_at(cfg, s, 10, 100) for s in range(100)]
+    assert math.isclose(values[0], 0.2 / 25) and max(values) == values[25] == 0.2
+    assert values[-1] < 1e-3 and all(a >= b for a, b in itertools.pairwise(values[25:]))
+    cos = TrainConfig(schedule="cosine", lr=0.1)
+    assert lr_at(cos, 0, 10, 100) == 0.1 and math.isclose(lr_at(cos, 50, 10, 100), 0.05)
+    warm = TrainConfig(schedule="constant", lr=0.1, warmup=2.0)
+    assert math.isclose(lr_at(warm, 4, 5, 100), 0.05) and lr_at(warm, 10, 5, 100) == 0.1
+    step = TrainConfig(schedule="step", step_size=3.0, gamma=0.5, lr=1.0)
+    assert [lr_at(step, e * 10, 10, 100) for e in (0, 2, 3, 6)] == [1.0, 1.0, 0.5, 0.25]
+
+
+# -- command line ----------------------------------------------------------------------------------------
+
+
+def test_train_and_eval_commands(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "cli"
+    args = ["--threads", "1", "train", "--data", "synthetic", "--preset", "smoke", "--model", "resnet20", "--width",
+            "0.5", "--conv", "dsep", "--opt", "norm=true", "--run-dir", str(run), "--set", "progress=off",
+            "--set", "train_subset=128", "--set", "test_subset=64", "--json"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["conv"] == "dsep" and result["config"]["conv_kwargs"] == {"norm": True}
+    assert main(["eval", str(run), "--fold", "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["test_acc"] == pytest.approx(result["test_acc"]) and scored["images"] == 64
+    assert scored["folded_test_acc"] == pytest.approx(scored["test_acc"]) and scored["folded_max_logit_diff"] < 1e-4
+    assert main(["train", "--resume", str(run), "--set", "lr=1"]) == 2
+    assert "cannot change lr" in capsys.readouterr().err
+    assert main(["train", "--data", "nope", "--print-config"]) == 0  # printing does not load anything
+    assert json.loads(capsys.readouterr().out)["data"] == "nope"
+    assert main(["train", "--data", "synthetic", "--set", "sched=cosine"]) == 2
+    assert "unknown config field 'sched'; did you mean 'schedule'?" in capsys.readouterr().err
+    assert main(["train", "--list-presets"]) == 0
+    assert "bdsc" in capsys.readouterr().out
+    assert main(["eval", str(tmp_path / "missing")]) == 1
+    assert "no checkpoint at" in capsys.readouterr().err
+
+
+def test_missing_data_is_one_clear_error(tmp_path: Path, capsys) -> None:
+    code = main(["train", "--data", "cifar10", "--data-dir", str(tmp_path), "--run-dir", str(tmp_path / "r"),
+                 "--set", "progress=off"])
+    assert code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("factorconv train: error: cifar10: not found in") and "Traceback" not in err
+    assert len(err.splitlines()) == 1
