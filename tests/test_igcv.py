@@ -170,3 +170,20 @@ def test_cifar_igc_networks_default_to_their_operator() -> None:
         fc.create_model("igcv1_cifar", K=(8, 16, 32))
     star = fc.create_model("igcv2star_cifar", width=216)
     assert [star.layer1[1].conv1.branch_sizes, star.layer3[1].conv1.branch_sizes] == [(8, 8, 8), (8, 8, 8, 8)]
+
+
+@given(st.integers(1, 40), st.integers(1, 40), st.integers(0, 2**31 - 1))
+def test_channel_gather_in_channels_last_equals_index_gather(c_in: int, c_out: int, seed: int) -> None:
+    """The one-hot matmul path for channels_last tensors is the gather, values and gradients."""
+    gen = torch.Generator().manual_seed(seed)
+    index = torch.randint(0, c_in + 1, (c_out,), generator=gen)  # c_in means a zero (padding) channel
+    gather = ChannelGather(index, c_in)
+    x = torch.randn(2, c_in, 3, 4, generator=gen).contiguous(memory_format=torch.channels_last).requires_grad_()
+    padded = torch.cat([x.detach(), torch.zeros(2, 1, 3, 4)], 1)
+    y = gather(x)
+    assert torch.equal(y, padded[:, index])
+    assert y.is_contiguous(memory_format=torch.channels_last) or min(c_in, c_out) == 1
+    grad = torch.randn(y.shape, generator=gen)
+    y.backward(grad)
+    expected = torch.zeros(2, c_in + 1, 3, 4).index_add_(1, index, grad)[:, :c_in]
+    assert torch.allclose(x.grad, expected, atol=1e-6)
