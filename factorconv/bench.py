@@ -7,6 +7,7 @@ baseline. `machine_info` describes where the numbers were taken.
 
 from __future__ import annotations
 
+import copy
 import os
 import platform
 import statistics
@@ -160,3 +161,158 @@ def time_breakdown(fn: Callable[[], Any], repeats: int = 5) -> dict[str, float]:
         totals[category] = totals.get(category, 0.0) + event.self_cpu_time_total
     whole = sum(totals.values()) or 1.0
     return {k: v / whole for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
+# ---------------------------------------------------------------------------------------------- suites
+
+
+def matmul_rate(device: str = "cpu", size: int = 1024, repeats: int = 10) -> float:
+    """The machine's float32 matmul rate in GFLOP/s (median of `repeats` size×size products): the ceiling
+    an operator's achieved rate is read against."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    for _ in range(2):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        a @ b
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times) / 1e9
+
+
+def _layout(t: torch.Tensor | torch.nn.Module, channels_last: bool) -> Any:
+    return t.to(memory_format=torch.channels_last) if channels_last else t
+
+
+def bench_ops(
+    convs: list[str] | None = None,
+    *,
+    channels: int = 64,
+    size: int = 32,
+    batch: int = 32,
+    device: str = "cpu",
+    repeats: int = 20,
+    layouts: tuple[bool, ...] = (False, True),
+) -> dict[str, Any]:
+    """Every operator as a `channels`→`channels` 3x3 layer on `size`² maps: train step (forward + backward)
+    and eval forward, as ratios to nn.Conv2d in the same memory format (timed interleaved), the ratio of
+    channels_last to contiguous for the operator itself, and achieved GFLOP/s (2·MACs/time) next to the
+    machine's matmul rate."""
+    from .registry import create_conv2d, list_convs
+
+    convs = convs or [c for c in list_convs() if c != "conv"]
+    rows = []
+    for layout in layouts:
+        x = _layout(torch.randn(batch, channels, size, size, device=device), layout)
+        candidates: dict[str, Callable[[], Any]] = {}
+        macs: dict[str, int] = {}
+        for name in ["conv", *convs]:
+            torch.manual_seed(0)
+            op = _layout(create_conv2d(channels, channels, 3, conv=name, padding=1).to(device), layout)
+            macs[name] = op.cost((size, size)).macs if hasattr(op, "cost") else 0
+            xg = x.detach().clone().requires_grad_()
+
+            def train(op: torch.nn.Module = op, xg: torch.Tensor = xg) -> None:
+                op.train()
+                op(xg).sum().backward()
+
+            candidates[f"{name}/train"] = train
+            candidates[f"{name}/eval"] = inference_fn(op, x)
+        for mode in ("train", "eval"):
+            group = {k: v for k, v in candidates.items() if k.endswith(mode)}
+            for t in compare_timings(group, baseline=f"conv/{mode}", repeats=repeats, warmup=2, device=device):
+                name = t.name.split("/")[0]
+                flops = 2 * macs[name] * batch * (3 if mode == "train" else 1)  # backward ~ 2x forward
+                rows.append({"conv": name, "mode": mode, "channels_last": layout, "median_ms": 1e3 * t.median_s,
+                             "ratio": t.ratio, "gflops": flops / t.median_s / 1e9, "spread": t.spread})
+    by_key = {(r["conv"], r["mode"], r["channels_last"]): r for r in rows}
+    for r in rows:
+        other = by_key.get((r["conv"], r["mode"], not r["channels_last"]))
+        if r["channels_last"] and other:
+            r["vs_contiguous"] = r["median_ms"] / other["median_ms"]
+    return {"kind": "ops", "shape": [batch, channels, size, size], "device": device, "repeats": repeats,
+            "matmul_gflops": matmul_rate(device), "machine": machine_info(), "rows": rows}
+
+
+def bench_models(
+    model: str = "resnet20",
+    convs: list[str] | None = None,
+    *,
+    batch: int = 32,
+    device: str = "cpu",
+    repeats: int = 15,
+    channels_last: bool = True,
+    width: float = 1.0,
+) -> dict[str, Any]:
+    """`model` built with each operator: train step and inference as ratios to the standard model (timed
+    interleaved), and the inference of its deploy form (`factorconv.deploy`) — for folding operators the
+    very network of the standard model, so its ratio should be 1."""
+    from .accounting import profile
+    from .convert import deploy
+    from .registry import create_model, list_convs, model_entry
+
+    entry = model_entry(model)
+    convs = convs or [c for c in list_convs() if c != "conv"]
+    size = entry.input_size
+    x = _layout(torch.randn(batch, *size, device=device), channels_last)
+    y = torch.randint(0, entry.num_classes, (batch,), device=device)
+    train, infer, deployed, info = {}, {}, {}, {}
+    for name in ["conv", *convs]:
+        torch.manual_seed(0)
+        net = _layout(create_model(model, conv=name, width=width, num_classes=entry.num_classes,
+                                   in_chans=size[0]).to(device), channels_last)
+        prof = profile(net, size)
+        folded = deploy(copy.deepcopy(net).eval())
+        info[name] = {"params": prof.params, "macs": prof.macs, "deploy_macs": prof.deploy_macs}
+        train[name] = train_step_fn(net, x, y)
+        infer[name] = inference_fn(copy.deepcopy(net), x)
+        deployed[name] = inference_fn(folded, x)
+    rows = []
+    for mode, group in (("train", train), ("eval", infer), ("deployed", deployed)):
+        for t in compare_timings(group, baseline="conv", repeats=repeats, warmup=2, device=device):
+            macs = info[t.name]["deploy_macs" if mode == "deployed" else "macs"]
+            flops = 2 * macs * batch * (3 if mode == "train" else 1)
+            rows.append({"conv": t.name, "mode": mode, "median_ms": 1e3 * t.median_s, "ratio": t.ratio,
+                         "gflops": flops / t.median_s / 1e9, "spread": t.spread, **info[t.name]})
+    return {"kind": "models", "model": model, "width": width, "batch": batch, "device": device,
+            "channels_last": channels_last, "repeats": repeats, "matmul_gflops": matmul_rate(device),
+            "machine": machine_info(), "rows": rows}
+
+
+def render_bench(result: dict[str, Any], command: str = "") -> str:
+    """A benchmark result as markdown (what benchmarks/results/*.md and the README hold)."""
+    m = result["machine"]
+    head = [f"Command: `{command}`  " if command else "",
+            f"Machine: {m['cpu']}, {m['torch_threads']} threads, torch {m['torch']}"
+            + (f", GPU {m['gpu']}" if m.get("gpu") else "") + f"; device {result['device']}; "
+            f"float32 matmul rate {result['matmul_gflops']:.0f} GFLOP/s", ""]
+    if result["kind"] == "ops":
+        b, c, h, w = result["shape"]
+        lines = [*head, f"{c}→{c} 3x3 layer, input {b}x{c}x{h}x{w}; ratio to nn.Conv2d in the same memory format "
+                 "(median of paired ratios over interleaved runs); CL/NCHW = the operator's channels_last time over "
+                 "its contiguous time.", "",
+                 "| conv | train ×conv (NCHW) | train ×conv (CL) | eval ×conv (NCHW) | eval ×conv (CL) | "
+                 "train CL/NCHW | eval CL/NCHW | eval GFLOP/s (CL) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        rows = {(r["conv"], r["mode"], r["channels_last"]): r for r in result["rows"]}
+        for conv in dict.fromkeys(r["conv"] for r in result["rows"]):
+            def cell(mode: str, cl: bool, key: str = "ratio", fmt: str = "{:.2f}", conv: str = conv) -> str:
+                r = rows.get((conv, mode, cl))
+                return fmt.format(r[key]) if r and key in r else ""
+            lines.append(f"| {conv} | {cell('train', False)} | {cell('train', True)} | {cell('eval', False)} | "
+                         f"{cell('eval', True)} | {cell('train', True, 'vs_contiguous')} | "
+                         f"{cell('eval', True, 'vs_contiguous')} | {cell('eval', True, 'gflops', '{:.1f}')} |")
+        return "\n".join(lines) + "\n"
+    lines = [*head, f"{result['model']} (width {result['width']:g}) with each operator, batch {result['batch']}, "
+             f"{'channels_last' if result['channels_last'] else 'contiguous'}; ratios to the standard model "
+             "(interleaved runs, median of paired ratios); deployed = `factorconv.deploy` of the eval model.", "",
+             "| conv | params | MACs (M) | train ×standard | eval ×standard | deployed ×standard | "
+             "deployed GFLOP/s |", "|---|---:|---:|---:|---:|---:|---:|"]
+    rows = {(r["conv"], r["mode"]): r for r in result["rows"]}
+    for conv in dict.fromkeys(r["conv"] for r in result["rows"]):
+        t, e, d = rows[(conv, "train")], rows[(conv, "eval")], rows[(conv, "deployed")]
+        lines.append(f"| {conv} | {t['params']:,} | {t['macs'] / 1e6:.1f} | {t['ratio']:.2f} | {e['ratio']:.2f} | "
+                     f"{d['ratio']:.2f} | {d['gflops']:.1f} |")
+    return "\n".join(lines) + "\n"

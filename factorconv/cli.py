@@ -197,6 +197,138 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_conv_options(items: Sequence[str] | None, flag: str = "--opt") -> dict[str, dict[str, Any]]:
+    """['dsep:norm=false', 'acdc:atoms=8'] -> {'dsep': {'norm': False}, 'acdc': {'atoms': 8}}."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items or ():
+        conv, sep, option = item.partition(":")
+        if not sep or not conv.strip():
+            raise UsageError(f"{flag} expects CONV:KEY=VALUE (e.g. acdc:atoms=8), got {item!r}")
+        out.setdefault(conv.strip(), {}).update(parse_options([option]))
+    return out
+
+
+def _default_study_dir(spec: Any) -> str:
+    budget = (spec.budget or "none").replace("=", "").replace(".", "p").lower()
+    return str(Path("runs") / f"compare-{spec.model}-{spec.data}-{budget}-{spec.preset}")
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .study import StudySpec, run_study, summarize
+
+    spec = StudySpec(
+        model=args.model, convs=[c.strip() for c in args.convs.split(",") if c.strip()], budget=args.budget,
+        data=args.data, data_dir=args.data_dir, preset=args.preset, seeds=args.seeds,
+        overrides=parse_options(args.set, "--set"), conv_kwargs=_parse_conv_options(args.opt),
+        model_kwargs=_parse_conv_options(args.model_opt, "--model-opt"),
+        latency_batch=args.latency_batch, latency_repeats=args.latency_repeats,
+        command="factorconv " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["compare"] else None,
+    )
+    out = args.out or _default_study_dir(spec)
+    results = run_study(spec, out, measure_latency=not args.no_latency)
+    if args.json:
+        print(json.dumps(results, indent=2, default=str))
+    else:
+        print(summarize(results))
+        print(f"\nreport: {Path(out) / 'report.md'}   plot: {Path(out) / 'study.png'}   data: "
+              f"{Path(out) / 'results.json'}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .study import build_report, summarize
+
+    results = build_report(args.dir)
+    print(json.dumps(results, indent=2, default=str) if args.json else summarize(results))
+    return 0
+
+
+def _load_run_model(path: str) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
+    """(trained model in eval mode, its TrainConfig, the checkpoint) of a run directory or checkpoint file."""
+    from .data import load_dataset
+    from .train import TrainConfig, TrainError, build_model
+    from .train.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        state = load_checkpoint(path)
+    except CheckpointError as err:
+        raise TrainError(str(err)) from None
+    cfg = TrainConfig.from_dict(state["config"])
+    test = load_dataset(cfg.data, "test", cfg.data_dir, False, cfg.data_verify, cfg.image_size)
+    model = build_model(cfg, test.num_classes, test.channels)
+    model.load_state_dict(state["model"])
+    return model.eval(), cfg, state
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .data import TensorLoader, load_dataset
+    from .export import check_export, export_form, export_model
+
+    model, cfg, state = _load_run_model(args.path)
+    test = load_dataset(cfg.data, "test", cfg.data_dir, False, cfg.data_verify, cfg.image_size)
+    shipped = export_form(model, fold=args.fold, pack=args.pack)
+    example = torch.randn(1, *test.images.shape[1:])
+    suffix = {"onnx": ".onnx", "torchscript": ".ts.pt", "state_dict": ".state.pt"}[args.format]
+    run_dir = Path(args.path) if Path(args.path).is_dir() else Path(args.path).parent
+    form = "-".join(["model"] + (["folded"] if args.fold else []) + (["packed"] if args.pack else []))
+    out = Path(args.out) if args.out else run_dir / f"{form}{suffix}"
+    export_model(shipped, out, args.format, example, dynamo=args.dynamo, constant_folding=not args.pack)
+    report: dict[str, Any] = {"file": str(out), "bytes": out.stat().st_size, "format": args.format,
+                              "fold": args.fold, "pack": args.pack,
+                              "params": sum(p.numel() for p in shipped.parameters())}
+    if args.check:
+        gen = torch.Generator().manual_seed(0)
+        randoms = [torch.randn(args.check_batch, *test.images.shape[1:], generator=gen) for _ in range(2)]
+        loader = TensorLoader(test.subset(args.check_images, 0), args.check_batch, shuffle=False,
+                              mean=state["mean"], std=state["std"])
+        real = [x for x, _ in loader.epoch(0)]
+        report["check_random"] = check_export(out, args.format, model if args.format != "state_dict" else shipped,
+                                              randoms)
+        report["check_real"] = check_export(out, args.format, model if args.format != "state_dict" else shipped,
+                                            real)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"wrote {out} ({report['bytes']:,} bytes, {args.format}, {form.replace('-', ', ')})")
+    for key, what in (("check_random", "random inputs"), ("check_real", f"{cfg.data} test images")):
+        if key in report:
+            c = report[key]
+            print(f"check on {c['images']} {what}: max |error| {c['max_abs_error']:.2e} (relative "
+                  f"{c['max_rel_error']:.2e}), top-1 agreement {100 * c['top1_agreement']:.2f}%")
+    if args.check and max(report[k]["max_rel_error"] for k in ("check_random", "check_real")) > args.tolerance:
+        print(f"factorconv export: error: the exported model differs from PyTorch by more than {args.tolerance:g} "
+              "(relative)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import bench_models, bench_ops, render_bench
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available")
+    convs = [c.strip() for c in args.convs.split(",") if c.strip()] if args.convs else None
+    for conv in convs or ():
+        conv_entry(conv)
+    if args.suite == "ops":
+        result = bench_ops(convs, batch=args.batch or 32, device=args.device, repeats=args.repeats or 20)
+    else:
+        model_entry(args.model)
+        result = bench_models(args.model, convs, batch=args.batch or 32, device=args.device,
+                              repeats=args.repeats or 15)
+    command = "factorconv " + " ".join(sys.argv[1:]) if sys.argv[1:2] in (["bench"], ["--threads"]) else ""
+    result["command"] = command
+    text = render_bench(result, command)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        stem = f"bench_{args.suite}_{args.device}"
+        (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+        (out / f"{stem}.md").write_text(f"# factorconv bench {args.suite} ({args.device})\n\n" + text)
+    print(json.dumps(result, indent=2) if args.json else text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="factorconv",
@@ -250,6 +382,75 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fold", action="store_true", help="also evaluate the folded (deploy) model and compare logits")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_eval)
+
+    from .study import DEFAULT_BUDGET, DEFAULT_CONVS, DEFAULT_PRESET
+
+    p = sub.add_parser(
+        "compare", help="the main job: operators side by side on one backbone, budget-matched, with the Pareto front",
+        description="Train each operator on one backbone and recipe at the width that meets the budget, over "
+                    "--seeds seeds; time the deploy forms side by side; write a table with the Pareto front, "
+                    "report.md, study.png and results.json in --out. Rerunning the same command skips finished "
+                    "runs (more --seeds or --convs add runs). With no arguments: a quick study on Fashion-MNIST "
+                    "that takes about 12 minutes on 2 CPU cores.")
+    p.add_argument("--model", default="resnet20", help="backbone (default resnet20)")
+    p.add_argument("--convs", default=",".join(DEFAULT_CONVS), help=f"operators (default {','.join(DEFAULT_CONVS)})")
+    p.add_argument("--budget", default=DEFAULT_BUDGET,
+                   help=f"params=COUNT, macs=COUNT (k/M/G suffixes) or none: width 1 for all "
+                        f"(default {DEFAULT_BUDGET})")
+    p.add_argument("--data", default="fashion-mnist", help="data set (as for train; default fashion-mnist)")
+    p.add_argument("--data-dir", default=None, help="where the data set is")
+    p.add_argument("--preset", default=DEFAULT_PRESET,
+                   help=f"training recipe (default {DEFAULT_PRESET}; `factorconv train --list-presets`)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per operator (default 1)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="training config field for every run")
+    p.add_argument("--opt", action="append", metavar="CONV:KEY=VALUE", help="operator option, e.g. acdc:atoms=8")
+    p.add_argument("--model-opt", action="append", metavar="CONV:KEY=VALUE",
+                   help="backbone option for one operator's model, e.g. osep:shortcut=conv (o-ResNet)")
+    p.add_argument("--out", default=None,
+                   help="study directory (default: runs/compare-<model>-<data>-<budget>-<preset>)")
+    p.add_argument("--latency-batch", type=int, default=1, help="batch of the latency measurement (default 1)")
+    p.add_argument("--latency-repeats", type=int, default=30, help="interleaved timing repetitions (default 30)")
+    p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    p.add_argument("--json", action="store_true", help="print results.json instead of the table")
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("export", help="export a trained run: ONNX, TorchScript or state_dict, folded/packed, checked",
+                       description="Export the model of a run directory (or checkpoint). --fold ships every operator "
+                                   "in its deploy form (folded, or factorized where smaller), --pack bit-packs BDSC "
+                                   "masks; --check runs the exported file (onnxruntime for ONNX) on random and real "
+                                   "test inputs against the trained PyTorch model and reports the largest error.")
+    p.add_argument("path", help="run directory or its checkpoint.pt")
+    p.add_argument("--format", default="onnx", choices=("onnx", "torchscript", "state_dict"))
+    p.add_argument("--fold", action="store_true", help="deploy form of every operator")
+    p.add_argument("--pack", action="store_true", help="bit-packed BDSC configurations")
+    p.add_argument("--check", action="store_true", help="compare the exported model with PyTorch")
+    p.add_argument("--check-images", type=int, default=512, help="test images for --check (default 512)")
+    p.add_argument("--check-batch", type=int, default=64, help="batch for --check (default 64)")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="largest relative logit error --check accepts")
+    p.add_argument("--dynamo", action="store_true", help="ONNX: the torch.export-based exporter")
+    p.add_argument("--out", default=None, help="output file (default: in the run directory)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("bench", help="operator and model speed as ratios to nn.Conv2d, measured side by side",
+                       description="ops: every operator as a 64->64 3x3 layer on 32x32 maps, train step and eval "
+                                   "forward as ratios to nn.Conv2d, contiguous and channels_last. models: a backbone "
+                                   "with each operator, train/eval/deployed as ratios to the standard model. Both "
+                                   "report achieved GFLOP/s next to the machine's measured matmul rate.")
+    p.add_argument("suite", choices=("ops", "models"))
+    p.add_argument("--model", default="resnet20", help="backbone for `models` (default resnet20)")
+    p.add_argument("--convs", default=None, help="operators (default: every registered one)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--batch", type=int, default=None, help="batch (default 32)")
+    p.add_argument("--repeats", type=int, default=None, help="interleaved repetitions (default 20 ops, 15 models)")
+    p.add_argument("--out", default=None, help="also write bench_<suite>_<device>.json/.md in this directory")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("report", help="rebuild a study's table, report.md and study.png from its directory")
+    p.add_argument("dir", help="the study directory (compare --out)")
+    p.add_argument("--json", action="store_true", help="print results.json instead of the table")
+    p.set_defaults(func=_cmd_report)
     return parser
 
 
@@ -259,6 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from .data import DatasetError
+    from .study import StudyError
     from .train import CheckpointError, RunDirError, TrainError
 
     try:
@@ -266,7 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, UsageError) as err:
         print(f"factorconv {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except (DatasetError, TrainError, CheckpointError, RunDirError) as err:
+    except (DatasetError, TrainError, CheckpointError, RunDirError, StudyError) as err:
         print(f"factorconv {args.command}: error: {err}", file=sys.stderr)
         return 1
 

@@ -1,6 +1,10 @@
-"""compare_timings: interleaving order and paired ratios, checked with a fake clock (no real timing)."""
+"""compare_timings: interleaving order and paired ratios, checked with a fake clock (no real timing); the ops
+and models suites and the bench command at tiny sizes (their structure, not their speed)."""
+
+import json
 
 import pytest
+import torch
 
 from factorconv import bench
 
@@ -32,3 +36,35 @@ def test_bad_baseline() -> None:
         bench.compare_timings({"a": lambda: None}, baseline="b")
     with pytest.raises(ValueError, match="no candidates"):
         bench.compare_timings({})
+
+
+def test_bench_ops_and_models_suites_report_ratios_and_rates() -> None:
+    from factorconv.bench import bench_models, bench_ops, render_bench
+
+    torch.set_num_threads(1)
+    ops = bench_ops(["dsep", "doconv"], channels=8, size=8, batch=2, repeats=2, layouts=(False, True))
+    rows = {(r["conv"], r["mode"], r["channels_last"]): r for r in ops["rows"]}
+    assert len(rows) == 3 * 2 * 2
+    for layout in (False, True):
+        for mode in ("train", "eval"):
+            assert rows[("conv", mode, layout)]["ratio"] == 1.0  # the baseline against itself
+            assert rows[("dsep", mode, layout)]["gflops"] > 0
+    assert "vs_contiguous" in rows[("dsep", "eval", True)] and ops["matmul_gflops"] > 0
+    assert "| dsep |" in render_bench(ops)
+
+    models = bench_models("resnet20", ["doconv"], batch=2, repeats=2, width=0.25)
+    by = {(r["conv"], r["mode"]): r for r in models["rows"]}
+    assert set(by) == {(c, m) for c in ("conv", "doconv") for m in ("train", "eval", "deployed")}
+    assert by[("doconv", "deployed")]["deploy_macs"] == by[("conv", "deployed")]["macs"]  # folds to the same net
+    assert "| doconv |" in render_bench(models)
+
+
+def test_bench_command(capsys) -> None:
+    from factorconv.cli import main
+
+    assert main(["--threads", "1", "bench", "models", "--convs", "acdc", "--batch", "2", "--repeats", "1",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["kind"] == "models" and {r["conv"] for r in result["rows"]} == {"conv", "acdc"}
+    assert main(["bench", "ops", "--convs", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err

@@ -334,10 +334,14 @@ def pack_bits(bits: Tensor) -> Tensor:
 
 
 def unpack_bits(packed: Tensor, shape: tuple[int, ...]) -> Tensor:
-    """Inverse of pack_bits, as float32 0/1 of `shape`."""
-    shifts = torch.arange(8, device=packed.device, dtype=torch.uint8)
-    bits = (packed.unsqueeze(1) >> shifts) & 1
-    return bits.reshape(-1)[: math.prod(shape)].view(shape).float()
+    """Inverse of pack_bits, as float32 0/1 of `shape`.
+
+    In float arithmetic (exact for bytes), because ONNX has no bitwise AND on integers: the exported
+    deploy form must unpack its own bits."""
+    powers = torch.pow(2.0, torch.arange(8, device=packed.device, dtype=torch.float32))
+    shifted = torch.floor(packed.unsqueeze(1).float() / powers)
+    bits = shifted - 2.0 * torch.floor(shifted / 2.0)
+    return bits.reshape(-1)[: math.prod(shape)].view(shape)
 
 
 class PackedBDSC(nn.Module):
