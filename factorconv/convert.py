@@ -10,6 +10,7 @@ import fnmatch
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import torch
 from torch import nn
 
 from .ops.base import ConvSpec, is_operator
@@ -130,11 +131,19 @@ def _describe(conv: nn.Conv2d) -> str:
     )
 
 
+def _channels_last(module: nn.Module) -> bool:
+    return any(p.dim() == 4 and p.shape[1] * p.shape[2] * p.shape[3] > 1 and not p.is_contiguous()
+               and p.is_contiguous(memory_format=torch.channels_last) for p in module.parameters())
+
+
 def _swap_operators(model: nn.Module, make: Callable[[nn.Module], nn.Module]) -> nn.Module:
+    channels_last = _channels_last(model)
     for name, op in list(iter_operators(model)):
         if type(op) is nn.Conv2d:
             continue
         new = make(op)
+        if channels_last:  # keep the model's memory format: a contiguous kernel is reordered every call
+            new = new.to(memory_format=torch.channels_last)
         if name == "":
             return new
         _replace(model, name, new)

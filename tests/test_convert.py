@@ -1,5 +1,7 @@
 """convert(): which layers it replaces, how, and fold() back to the same logits."""
 
+import copy
+
 import pytest
 import torch
 from helpers import randomize_, rel_err
@@ -109,3 +111,18 @@ def test_deploy_keeps_factorized_forms_when_smaller() -> None:
     with torch.no_grad():
         assert rel_err(deployed(x), ref) < 1e-5
     assert fc.count_params(deployed) == prof.deploy_params
+
+
+@pytest.mark.parametrize("conv", ["doconv", "dsep", "bdsc"])
+def test_fold_and_deploy_keep_the_models_memory_format(conv: str) -> None:
+    for channels_last in (False, True):
+        model = fc.create_model("resnet20", conv=conv, width=0.5).eval()
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        for surgery in (fc.fold, fc.deploy):
+            out = surgery(copy.deepcopy(model))
+            kernels = [p for p in out.parameters() if p.dim() == 4 and p.shape[1] * p.shape[2] * p.shape[3] > 1]
+            assert kernels and all(p.is_contiguous(memory_format=torch.channels_last) == channels_last
+                                   or p.is_contiguous() for p in kernels)
+            if channels_last:
+                assert all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels)
