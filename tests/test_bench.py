@@ -54,7 +54,8 @@ def test_bench_ops_and_models_suites_report_ratios_and_rates() -> None:
 
     models = bench_models("resnet20", ["doconv"], batch=2, repeats=2, width=0.25)
     by = {(r["conv"], r["mode"]): r for r in models["rows"]}
-    assert set(by) == {(c, m) for c in ("conv", "doconv") for m in ("train", "eval", "deployed")}
+    expected = {(c, m) for c in ("conv", "doconv") for m in ("train", "eval", "deployed")}
+    assert set(by) == expected | {("conv (copy)", "deployed")}
     assert by[("doconv", "deployed")]["deploy_macs"] == by[("conv", "deployed")]["macs"]  # folds to the same net
     assert "| doconv |" in render_bench(models)
 
@@ -65,6 +66,6 @@ def test_bench_command(capsys) -> None:
     assert main(["--threads", "1", "bench", "models", "--convs", "acdc", "--batch", "2", "--repeats", "1",
                  "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["kind"] == "models" and {r["conv"] for r in result["rows"]} == {"conv", "acdc"}
+    assert result["kind"] == "models" and {r["conv"] for r in result["rows"]} == {"conv", "acdc", "conv (copy)"}
     assert main(["bench", "ops", "--convs", "nope"]) == 2
     assert "nope" in capsys.readouterr().err
