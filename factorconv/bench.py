@@ -199,9 +199,10 @@ def bench_ops(
 ) -> dict[str, Any]:
     """Every operator as a `channels`→`channels` 3x3 layer on `size`² maps: train step (forward + backward)
     and eval forward, as ratios to nn.Conv2d in the same memory format (timed interleaved), the ratio of
-    channels_last to contiguous for the operator itself, and achieved GFLOP/s (2·MACs/time) next to the
-    machine's matmul rate."""
-    from .registry import create_conv2d, list_convs
+    channels_last to contiguous for the operator itself, achieved GFLOP/s (2·MACs/time) next to the
+    machine's matmul rate, and, in the last layout, operators with two compute paths with each forced
+    (`name[kernel]`, `name[feature]`) beside the automatic choice."""
+    from .registry import conv_entry, create_conv2d, list_convs
 
     convs = convs or [c for c in list_convs() if c != "conv"]
     rows = []
@@ -209,22 +210,27 @@ def bench_ops(
         x = _layout(torch.randn(batch, channels, size, size, device=device), layout)
         candidates: dict[str, Callable[[], Any]] = {}
         macs: dict[str, int] = {}
-        for name in ["conv", *convs]:
+        variants = [(name, {}) for name in ["conv", *convs]]
+        if layout == layouts[-1]:  # the compute path's effect: each path forced, where there are two
+            variants += [(f"{name}[{path}]", {"path": path}) for name in convs for path in ("kernel", "feature")
+                         if getattr(conv_entry(name).builder, "has_feature_path", False)]
+        for label, options in variants:
+            name = label.split("[")[0]
             torch.manual_seed(0)
-            op = _layout(create_conv2d(channels, channels, 3, conv=name, padding=1).to(device), layout)
-            macs[name] = op.cost((size, size)).macs if hasattr(op, "cost") else 0
+            op = _layout(create_conv2d(channels, channels, 3, conv=name, padding=1, **options).to(device), layout)
+            macs[label] = op.cost((size, size)).macs if hasattr(op, "cost") else 0
             xg = x.detach().clone().requires_grad_()
 
             def train(op: torch.nn.Module = op, xg: torch.Tensor = xg) -> None:
                 op.train()
                 op(xg).sum().backward()
 
-            candidates[f"{name}/train"] = train
-            candidates[f"{name}/eval"] = inference_fn(op, x)
+            candidates[f"{label}/train"] = train
+            candidates[f"{label}/eval"] = inference_fn(op, x)
         for mode in ("train", "eval"):
             group = {k: v for k, v in candidates.items() if k.endswith(mode)}
             for t in compare_timings(group, baseline=f"conv/{mode}", repeats=repeats, warmup=2, device=device):
-                name = t.name.split("/")[0]
+                name = t.name.rsplit("/", 1)[0]
                 flops = 2 * macs[name] * batch * (3 if mode == "train" else 1)  # backward ~ 2x forward
                 rows.append({"conv": name, "mode": mode, "channels_last": layout, "median_ms": 1e3 * t.median_s,
                              "ratio": t.ratio, "gflops": flops / t.median_s / 1e9, "spread": t.spread})
@@ -296,7 +302,8 @@ def render_bench(result: dict[str, Any], command: str = "") -> str:
         b, c, h, w = result["shape"]
         lines = [*head, f"{c}→{c} 3x3 layer, input {b}x{c}x{h}x{w}; ratio to nn.Conv2d in the same memory format "
                  "(median of paired ratios over interleaved runs); CL/NCHW = the operator's channels_last time over "
-                 "its contiguous time.", "",
+                 "its contiguous time; `name[kernel]` / `name[feature]`: that compute path forced (channels_last), "
+                 "beside the automatic choice in the operator's own row.", "",
                  "| conv | train ×conv (NCHW) | train ×conv (CL) | eval ×conv (NCHW) | eval ×conv (CL) | "
                  "train CL/NCHW | eval CL/NCHW | eval GFLOP/s (CL) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
         rows = {(r["conv"], r["mode"], r["channels_last"]): r for r in result["rows"]}

@@ -256,7 +256,9 @@ def test_auto_path_follows_the_cost_model(conv: str) -> None:
     x = torch.randn(4, 32, 16, 16)
     kernel = op.compose_macs() + 4 * op.spec.macs((16, 16))
     feature = 4 * op.feature_macs((16, 16))
-    assert op.choose_path(x) == ("feature" if feature * FEATURE_PATH_MARGIN < kernel else "kernel")
+    assert op.choose_path(x) == ("feature" if feature * op.feature_path_margin < kernel else "kernel")
+    # ssep's factors are dense convs (margin 1); dsep's are a depthwise and a 1x1 (the default margin)
+    assert op.feature_path_margin == (1.0 if conv == "ssep" else FEATURE_PATH_MARGIN)
     op.path = "kernel"
     assert op.choose_path(x) == "kernel"
 

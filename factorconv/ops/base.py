@@ -312,6 +312,8 @@ class ConvOperator(OperatorMixin, nn.Module):
     """
 
     has_feature_path: ClassVar[bool] = False
+    # how many times fewer MACs the feature path must need; 1.0 for operators whose factors are dense convs
+    feature_path_margin: ClassVar[float] = FEATURE_PATH_MARGIN
     # Python-side state TorchScript must not try to compile (a scripted operator composes its kernel).
     __jit_ignored_attributes__: ClassVar[list[str]] = ["_spec", "_cache", "_path_memo", "_fast", "_dims"]
     __jit_unused_properties__: ClassVar[list[str]] = ["spec", "linear_in_train"]
@@ -444,7 +446,8 @@ class ConvOperator(OperatorMixin, nn.Module):
             batch, in_hw = key[0], (key[1], key[2])
             kernel = (0 if cached else self.compose_macs()) + batch * self.kernel_macs(in_hw)
             feature = batch * self.feature_macs(in_hw)
-            choice = self._path_memo[key] = "feature" if feature * FEATURE_PATH_MARGIN < kernel else "kernel"
+            margin = self.feature_path_margin
+            choice = self._path_memo[key] = "feature" if feature * margin < kernel else "kernel"
         return choice
 
     def train(self, mode: bool = True) -> ConvOperator:
