@@ -391,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "--seeds seeds; time the deploy forms side by side; write a table with the Pareto front, "
                     "report.md, study.png and results.json in --out. Rerunning the same command skips finished "
                     "runs (more --seeds or --convs add runs). With no arguments: a quick study on Fashion-MNIST "
-                    "that takes about 12 minutes on 2 CPU cores.")
+                    "that takes about 9 minutes on 2 CPU cores.")
     p.add_argument("--model", default="resnet20", help="backbone (default resnet20)")
     p.add_argument("--convs", default=",".join(DEFAULT_CONVS), help=f"operators (default {','.join(DEFAULT_CONVS)})")
     p.add_argument("--budget", default=DEFAULT_BUDGET,
