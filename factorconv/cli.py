@@ -243,29 +243,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_run_model(path: str) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
-    """(trained model in eval mode, its TrainConfig, the checkpoint) of a run directory or checkpoint file."""
-    from .data import load_dataset
-    from .train import TrainConfig, TrainError, build_model
-    from .train.checkpoint import CheckpointError, load_checkpoint
-
-    try:
-        state = load_checkpoint(path)
-    except CheckpointError as err:
-        raise TrainError(str(err)) from None
-    cfg = TrainConfig.from_dict(state["config"])
-    test = load_dataset(cfg.data, "test", cfg.data_dir, False, cfg.data_verify, cfg.image_size)
-    model = build_model(cfg, test.num_classes, test.channels)
-    model.load_state_dict(state["model"])
-    return model.eval(), cfg, state
-
-
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .data import TensorLoader, load_dataset
+    from .data import TensorLoader
     from .export import check_export, export_form, export_model
+    from .train import load_trained
 
-    model, cfg, state = _load_run_model(args.path)
-    test = load_dataset(cfg.data, "test", cfg.data_dir, False, cfg.data_verify, cfg.image_size)
+    model, cfg, state, test = load_trained(args.path)
     shipped = export_form(model, fold=args.fold, pack=args.pack)
     example = torch.randn(1, *test.images.shape[1:])
     suffix = {"onnx": ".onnx", "torchscript": ".ts.pt", "state_dict": ".state.pt"}[args.format]

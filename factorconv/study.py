@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 import statistics
 import sys
@@ -29,6 +28,7 @@ from .bench import compare_timings, machine_info
 from .budget import match_width
 from .convert import deploy
 from .registry import conv_entry, model_entry
+from .train.rundir import write_json
 
 __all__ = [
     "DEFAULT_BUDGET",
@@ -185,12 +185,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def _computing(cfg: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in cfg.items() if k not in _BOOKKEEPING}
 
@@ -268,7 +262,7 @@ def run_study(spec: StudySpec, out: str | Path, *, measure_latency: bool = True)
         spec.convs = list(dict.fromkeys(old.convs + spec.convs))
         spec.seeds = max(spec.seeds, old.seeds)
         spec.conv_kwargs = {**old.conv_kwargs, **spec.conv_kwargs}
-    _write_json(out / "study.json", asdict(spec))
+    write_json(out / "study.json", asdict(spec))
 
     input_size, num_classes = _input_shape(spec)
     widths = match_widths(spec, input_size, num_classes)
@@ -280,23 +274,18 @@ def run_study(spec: StudySpec, out: str | Path, *, measure_latency: bool = True)
     _log(f"trained {len(plan)} runs in {time.perf_counter() - t0:.0f} s")
     if measure_latency:
         _log("measuring inference latency of the deploy forms side by side ...")
-        _write_json(out / "latency.json", measure_latencies(spec, out, widths, input_size, num_classes))
+        write_json(out / "latency.json", measure_latencies(spec, out, widths, input_size, num_classes))
     return build_report(out)
 
 
 # ---------------------------------------------------------------------------------------------- latency
 
 
-def _load_deployed(run: Path, num_classes: int, in_chans: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+def _load_deployed(run: Path) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(trained model in eval mode, its deploy form) from a run's checkpoint."""
-    from .train import TrainConfig, build_model
-    from .train.checkpoint import load_checkpoint
+    from .train import load_trained
 
-    state = load_checkpoint(run)
-    cfg = TrainConfig.from_dict(state["config"])
-    model = build_model(cfg, num_classes, in_chans)
-    model.load_state_dict(state["model"])
-    model.eval()
+    model = load_trained(run)[0]
     return model, deploy(copy.deepcopy(model)).eval()
 
 
@@ -314,7 +303,7 @@ def measure_latencies(spec: StudySpec, out: Path, widths: dict[str, dict[str, An
     models["standard"] = create_model(spec.model, num_classes=num_classes, in_chans=input_size[0],
                                       **model_kwargs).eval()
     for conv in spec.convs:
-        trained, deployed = _load_deployed(out / "runs" / conv / "seed0", num_classes, input_size[0])
+        trained, deployed = _load_deployed(out / "runs" / conv / "seed0")
         with torch.no_grad():
             diffs[conv] = float((trained(x) - deployed(x)).abs().max())
         models[conv] = deployed
@@ -390,7 +379,7 @@ def build_report(out: str | Path) -> dict[str, Any]:
         for row, on in zip(rows, pareto_front([r[by] for r in rows], accs), strict=True):
             row[f"front_{by}"] = on
     results = {"spec": asdict(spec), "rows": rows, "latency": latency}
-    _write_json(out / "results.json", results)
+    write_json(out / "results.json", results)
     plotted = plot_study(rows, out / "study.png", title=_title(spec))
     (out / "report.md").write_text(render_report(spec, rows, latency, plotted))
     return results

@@ -12,6 +12,7 @@ from .engine import (
     evaluate_checkpoint,
     evaluate_model,
     fit,
+    load_trained,
     resolve_config,
 )
 from .presets import PRESETS, Preset, list_presets, preset_values
@@ -38,6 +39,7 @@ __all__ = [
     "list_presets",
     "load_checkpoint",
     "load_config_file",
+    "load_trained",
     "lr_at",
     "preset_values",
     "resolve_config",

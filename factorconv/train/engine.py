@@ -45,6 +45,7 @@ __all__ = [
     "evaluate_checkpoint",
     "evaluate_model",
     "fit",
+    "load_trained",
     "resolve_config",
 ]
 
@@ -453,6 +454,25 @@ def fit(config: TrainConfig, *, resume: bool = False, callbacks: Sequence[Callba
     return Trainer(config, resume=resume, callbacks=callbacks).fit()
 
 
+def load_trained(
+    path: str | Path, data_dir: str | None = None
+) -> tuple[nn.Module, TrainConfig, dict[str, Any], ImageSet]:
+    """A saved run (a run directory or its checkpoint.pt) as (model in eval mode on the CPU, its config, the
+    checkpoint, its test split restricted to the run's test subset)."""
+    try:
+        state = load_checkpoint(path)
+    except CheckpointError as err:
+        raise TrainError(str(err)) from None
+    cfg = TrainConfig.from_dict(state["config"])
+    if data_dir is not None:
+        cfg.data_dir = data_dir
+    test = load_dataset(cfg.data, "test", cfg.data_dir, False, cfg.data_verify, cfg.image_size)
+    test = test.subset(cfg.test_subset, cfg.seed)
+    model = build_model(cfg, test.num_classes, test.channels)
+    model.load_state_dict(state["model"])
+    return model.eval(), cfg, state, test
+
+
 def evaluate_checkpoint(
     path: str | Path,
     data_dir: str | None = None,
@@ -464,20 +484,10 @@ def evaluate_checkpoint(
     folded (deploy) model, and the largest logit difference between the two."""
     from ..convert import fold as fold_model
 
-    try:
-        state = load_checkpoint(path)
-    except CheckpointError as err:
-        raise TrainError(str(err)) from None
-    cfg = TrainConfig.from_dict(state["config"])
-    if data_dir is not None:
-        cfg.data_dir = data_dir
+    model, cfg, state, test = load_trained(path, data_dir)
     ctx = init_distributed(device)
-    test = load_dataset(cfg.data, "test", cfg.data_dir, False, cfg.data_verify, cfg.image_size)
-    test = test.subset(cfg.test_subset, cfg.seed)
     loader = TensorLoader(test, batch_size, shuffle=False, mean=state["mean"], std=state["std"], device=ctx.device)
-    model = build_model(cfg, test.num_classes, test.channels).to(ctx.device)
-    model.load_state_dict(state["model"])
-    model.eval()
+    model = model.to(ctx.device)
     loss, acc = evaluate_model(model, loader)
     result: dict[str, Any] = {"checkpoint": str(path), "model": cfg.model, "conv": cfg.conv, "data": cfg.data,
                               "step": state["step"], "test_loss": loss, "test_acc": acc, "images": len(test)}

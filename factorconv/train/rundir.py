@@ -13,14 +13,15 @@ from typing import Any
 
 import torch
 
-__all__ = ["RunDir", "RunDirError", "environment", "git_revision"]
+__all__ = ["RunDir", "RunDirError", "environment", "git_revision", "write_json"]
 
 
 class RunDirError(RuntimeError):
     """A run directory that cannot be used; the message names it and why."""
 
 
-def _write_json(path: Path, obj: Any) -> None:
+def write_json(path: Path, obj: Any) -> None:
+    """Write `obj` as indented JSON to `path` atomically (temp file + rename)."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=False, default=str)
@@ -57,7 +58,7 @@ class RunDir:
 
     def write(self, name: str, obj: Any) -> None:
         try:
-            _write_json(self.path / name, obj)
+            write_json(self.path / name, obj)
         except OSError as err:
             raise RunDirError(f"cannot write {self.path / name}: {err.strerror or err}") from None
 
