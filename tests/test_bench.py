@@ -44,7 +44,10 @@ def test_bench_ops_and_models_suites_report_ratios_and_rates() -> None:
     torch.set_num_threads(1)
     ops = bench_ops(["dsep", "doconv"], channels=8, size=8, batch=2, repeats=2, layouts=(False, True))
     rows = {(r["conv"], r["mode"], r["channels_last"]): r for r in ops["rows"]}
-    assert len(rows) == 3 * 2 * 2
+    forced = {(f"{c}[{path}]", m, True) for c in ("dsep", "doconv") for path in ("kernel", "feature")
+              for m in ("train", "eval")}  # each compute path forced, in the last layout only
+    assert set(rows) == {(c, m, cl) for c in ("conv", "dsep", "doconv") for m in ("train", "eval")
+                         for cl in (False, True)} | forced
     for layout in (False, True):
         for mode in ("train", "eval"):
             assert rows[("conv", mode, layout)]["ratio"] == 1.0  # the baseline against itself
