@@ -255,13 +255,17 @@ def run_study(spec: StudySpec, out: str | Path, *, measure_latency: bool = True)
     if saved is not None:
         old = StudySpec(**{k: v for k, v in saved.items() if k in StudySpec.__dataclass_fields__})
         mine, theirs = spec.identity(), old.identity()
-        theirs["conv_kwargs"] = {c: theirs["conv_kwargs"].get(c, spec.options(c)) for c in spec.convs}
+        common = [c for c in spec.convs if c in old.convs]  # operators added now have nothing to agree with
+        for key in ("conv_kwargs", "model_kwargs"):
+            mine[key] = {c: mine[key][c] for c in common}
+            theirs[key] = {c: theirs[key][c] for c in common}
         if mine != theirs:
             diff = sorted(k for k in mine if mine[k] != theirs[k])
             raise StudyError(f"{out} holds a study with other settings ({', '.join(diff)}); choose another --out")
         spec.convs = list(dict.fromkeys(old.convs + spec.convs))
         spec.seeds = max(spec.seeds, old.seeds)
         spec.conv_kwargs = {**old.conv_kwargs, **spec.conv_kwargs}
+        spec.model_kwargs = {**old.model_kwargs, **spec.model_kwargs}
     write_json(out / "study.json", asdict(spec))
 
     input_size, num_classes = _input_shape(spec)

@@ -133,3 +133,17 @@ def test_report_of_an_empty_directory_is_a_clear_error(tmp_path: Path, capsys) -
     assert "no study" in capsys.readouterr().err
     with pytest.raises(StudyError, match="no study"):
         build_report(tmp_path / "missing")
+
+
+def test_adding_an_operator_to_a_study_trains_only_it(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    out = tmp_path / "grow"
+    run_study(spec(convs=["conv"]), out, measure_latency=False)
+    stamp = (out / "runs" / "conv" / "seed0" / "checkpoint.pt").stat().st_mtime_ns
+    grown = run_study(spec(convs=["osep"], model_kwargs={"osep": {"shortcut": "conv"}}), out, measure_latency=False)
+    assert [r["conv"] for r in grown["rows"]] == ["conv", "osep"]  # the earlier operator stays in the study
+    assert (out / "runs" / "conv" / "seed0" / "checkpoint.pt").stat().st_mtime_ns == stamp
+    config = json.loads((out / "runs" / "osep" / "seed0" / "config.json").read_text())
+    assert config["model_kwargs"] == {"shortcut": "conv"}
+    with pytest.raises(StudyError, match="model_kwargs"):  # the same operator with other backbone options
+        run_study(spec(convs=["osep"], model_kwargs={"osep": {"shortcut": "B"}}), out, measure_latency=False)
