@@ -417,18 +417,23 @@ def share_coefficients(model: nn.Module, input_size: tuple[int, ...] | None = No
     forward pass at `input_size` (default: the registered model's, else 32x32). Layers initialised by
     from_conv are fitted jointly to their original kernels (`fit_shared_coefficients`).
     """
-    order = _layers_in_forward_order(model, input_size)
+    for members in _sharing_units(model, input_size):
+        _bind(members)
+
+
+def _sharing_units(model: nn.Module, input_size: tuple[int, ...] | None) -> list[list[ACDCConv2d]]:
+    """The layers that share one bank, per unit: by the `share` scope of each layer (stage: a run of layers
+    with equal output width and feature size, in execution order) and its number of atoms. Layers with
+    share="layer" form no unit."""
     units: dict[Any, list[ACDCConv2d]] = {}
     stage, last_shape = 0, None
-    for layer, shape in order:
+    for layer, shape in _layers_in_forward_order(model, input_size):
         if shape[1:] != last_shape:
             stage, last_shape = stage + 1, shape[1:]
-        if layer.share == "layer":
-            continue
-        key = ("net",) if layer.share == "net" else ("stage", stage)
-        units.setdefault((*key, layer.atoms_count), []).append(layer)
-    for members in units.values():
-        _bind(members)
+        if layer.share != "layer":
+            key = ("net",) if layer.share == "net" else ("stage", stage)
+            units.setdefault((*key, layer.atoms_count), []).append(layer)
+    return list(units.values())
 
 
 def _bind(members: list[ACDCConv2d]) -> CoefficientBank:
@@ -559,16 +564,7 @@ def expand(model: nn.Module, share: str | None = None, atoms: int | None = None,
         layer._use_bank(own, owner=True)
         own._members = [layer]
     # rebind the wider units, each new bank starting as its members' common slice of the old one
-    order = _layers_in_forward_order(model, input_size)
-    units: dict[Any, list[ACDCConv2d]] = {}
-    stage, last_shape = 0, None
-    for layer, shape in order:
-        if shape[1:] != last_shape:
-            stage, last_shape = stage + 1, shape[1:]
-        if layer.share != "layer":
-            key = ("net",) if layer.share == "net" else ("stage", stage)
-            units.setdefault((*key, layer.atoms_count), []).append(layer)
-    for members in units.values():
+    for members in _sharing_units(model, input_size):
         coefficients = [m.bank.coefficients.detach().clone() for m in members]
         bank = _bind(members)
         with torch.no_grad():
