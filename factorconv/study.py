@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from .bench import compare_timings, machine_info
+from .bench import compare_timings, inference_fn, machine_info
 from .budget import match_width
 from .convert import deploy
 from .registry import conv_entry, model_entry
@@ -199,13 +199,13 @@ def _input_shape(spec: StudySpec) -> tuple[tuple[int, int, int], int]:
     return tuple(test.images.shape[1:]), test.num_classes
 
 
-def match_widths(spec: StudySpec, input_size: tuple[int, int, int], num_classes: int) -> dict[str, dict[str, Any]]:
-    """Width per conv meeting the budget (or 1.0 without one), with the count it reaches there."""
+def match_widths(spec: StudySpec, input_size: tuple[int, int, int], num_classes: int) -> dict[str, float]:
+    """Width per conv meeting the budget (1.0 without one)."""
     budget = parse_budget(spec.budget)
     out = {}
     for conv in spec.convs:
         if budget is None:
-            out[conv] = {"width": 1.0, "value": None, "rel_error": None}
+            out[conv] = 1.0
             continue
         try:
             m = match_width(spec.model, conv, budget.value, budget.by, grid=spec.width_grid, input_size=input_size,
@@ -213,7 +213,7 @@ def match_widths(spec: StudySpec, input_size: tuple[int, int, int], num_classes:
                             **spec.backbone_options(conv))
         except ValueError as err:
             raise ValueError(f"compare: cannot match {conv!r} on {spec.model} to {budget}: {err}") from None
-        out[conv] = {"width": m.width, "value": m.value, "rel_error": m.rel_error}
+        out[conv] = m.width
     return out
 
 
@@ -234,9 +234,9 @@ def _train_one(cfg: Any, label: str) -> dict[str, Any]:
     run = Path(cfg.run_dir)
     done = _read_json(run / "result.json")
     if done is not None and done.get("status") == "done":
-        if _computing(done.get("config", {})) != _computing(cfg.to_dict()):
-            changed = sorted(k for k in set(done["config"]) | set(cfg.to_dict())
-                             if k not in _BOOKKEEPING and done["config"].get(k) != cfg.to_dict().get(k))
+        saved, wanted = _computing(done.get("config", {})), _computing(cfg.to_dict())
+        changed = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
+        if changed:
             raise StudyError(f"{run} holds a finished run with different settings ({', '.join(changed)}); "
                              "use another --out for a different study, or delete that run to retrain it")
         _log(f"{label}: finished before, skipped ({100 * done['test_acc']:.2f}%)")
@@ -273,12 +273,12 @@ def run_study(spec: StudySpec, out: str | Path, *, measure_latency: bool = True)
     plan = [(conv, seed) for seed in range(spec.seeds) for conv in spec.convs]
     t0 = time.perf_counter()
     for i, (conv, seed) in enumerate(plan, 1):
-        cfg = _run_config(spec, out, conv, widths[conv]["width"], seed)
+        cfg = _run_config(spec, out, conv, widths[conv], seed)
         _train_one(cfg, f"[{i}/{len(plan)}] {conv}")
     _log(f"trained {len(plan)} runs in {time.perf_counter() - t0:.0f} s")
     if measure_latency:
         _log("measuring inference latency of the deploy forms side by side ...")
-        write_json(out / "latency.json", measure_latencies(spec, out, widths, input_size, num_classes))
+        write_json(out / "latency.json", measure_latencies(spec, out, input_size, num_classes))
     return build_report(out)
 
 
@@ -293,8 +293,7 @@ def _load_deployed(run: Path) -> tuple[torch.nn.Module, torch.nn.Module]:
     return model, deploy(copy.deepcopy(model)).eval()
 
 
-def measure_latencies(spec: StudySpec, out: Path, widths: dict[str, dict[str, Any]], input_size: tuple[int, ...],
-                      num_classes: int) -> dict[str, Any]:
+def measure_latencies(spec: StudySpec, out: Path, input_size: tuple[int, ...], num_classes: int) -> dict[str, Any]:
     """Inference time of every conv's deploy form (seed 0's trained weights) and of the standard model (the
     backbone with nn.Conv2d at width 1), interleaved in one process; ratios to the standard model."""
     from .registry import create_model
@@ -322,12 +321,7 @@ def measure_latencies(spec: StudySpec, out: Path, widths: dict[str, dict[str, An
             model = copy.deepcopy(model).to(device)
             if device == "cpu":
                 model = model.to(memory_format=torch.channels_last)
-
-            def run(model: torch.nn.Module = model, inputs: torch.Tensor = inputs) -> None:
-                with torch.inference_mode():
-                    model(inputs)
-
-            runners[name] = run
+            runners[name] = inference_fn(model, inputs)
         timings = compare_timings(runners, baseline="standard", repeats=spec.latency_repeats, warmup=3,
                                   device=device)
         result["devices"][device] = {t.name: {"median_ms": 1e3 * t.median_s, "ratio": t.ratio, "spread": t.spread}
