@@ -265,20 +265,20 @@ def _cmd_export(args: argparse.Namespace) -> int:
         loader = TensorLoader(test.subset(args.check_images, 0), args.check_batch, shuffle=False,
                               mean=state["mean"], std=state["std"])
         real = [x for x, _ in loader.epoch(0)]
-        report["check_random"] = check_export(out, args.format, model if args.format != "state_dict" else shipped,
-                                              randoms)
-        report["check_real"] = check_export(out, args.format, model if args.format != "state_dict" else shipped,
-                                            real)
+        reference = shipped if args.format == "state_dict" else model  # a state_dict holds the shipped form
+        report["check_random"] = check_export(out, args.format, reference, randoms)
+        report["check_real"] = check_export(out, args.format, reference, real)
+    failed = args.check and max(report[k]["max_rel_error"] for k in ("check_random", "check_real")) > args.tolerance
     if args.json:
         print(json.dumps(report, indent=2))
-        return 0
-    print(f"wrote {out} ({report['bytes']:,} bytes, {args.format}, {form.replace('-', ', ')})")
-    for key, what in (("check_random", "random inputs"), ("check_real", f"{cfg.data} test images")):
-        if key in report:
-            c = report[key]
-            print(f"check on {c['images']} {what}: max |error| {c['max_abs_error']:.2e} (relative "
-                  f"{c['max_rel_error']:.2e}), top-1 agreement {100 * c['top1_agreement']:.2f}%")
-    if args.check and max(report[k]["max_rel_error"] for k in ("check_random", "check_real")) > args.tolerance:
+    else:
+        print(f"wrote {out} ({report['bytes']:,} bytes, {args.format}, {form.replace('-', ', ')})")
+        for key, what in (("check_random", "random inputs"), ("check_real", f"{cfg.data} test images")):
+            if key in report:
+                c = report[key]
+                print(f"check on {c['images']} {what}: max |error| {c['max_abs_error']:.2e} (relative "
+                      f"{c['max_rel_error']:.2e}), top-1 agreement {100 * c['top1_agreement']:.2f}%")
+    if failed:
         print(f"factorconv export: error: the exported model differs from PyTorch by more than {args.tolerance:g} "
               "(relative)", file=sys.stderr)
         return 1
