@@ -48,6 +48,24 @@ def test_grouped_pairing_matches_a_per_channel_loop(groups, cin_g, cout_g, k, d_
         assert rel_err(op.dense_weight(), per_channel_reference(op)) < 1e-12
 
 
+@given(
+    groups=st.integers(1, 3), cin_g=st.integers(1, 3), cout_g=st.integers(1, 3), k=st.integers(2, 3),
+    d_extra=st.integers(-3, 4), channels_last=st.booleans(),
+)
+def test_composition_gradients_match_autograd_through_the_loop(groups, cin_g, cout_g, k, d_extra, channels_last):
+    """W and D' gradients equal those through the per-channel loop, also for a kernel gradient in
+    channels_last strides (what the conv returns for a channels_last input)."""
+    op = DOConv2d(groups * cin_g, groups * cout_g, k, groups=groups, D_mul=max(1, k * k + d_extra)).double()
+    randomize_(op)
+    upstream = torch.randn(op.out_channels, cin_g, k, k, dtype=torch.float64)
+    if channels_last:
+        upstream = upstream.contiguous(memory_format=torch.channels_last)
+    grads = torch.autograd.grad((op.dense_weight() * upstream).sum(), [op.W, op.D])
+    expected = torch.autograd.grad((per_channel_reference(op) * upstream).sum(), [op.W, op.D])
+    for got, want in zip(grads, expected, strict=True):
+        assert rel_err(got, want) < 1e-12
+
+
 def test_public_code_pairs_groups_wrongly() -> None:
     torch.manual_seed(1)
     for groups, cin, cout, wrong in ((1, 4, 6, False), (2, 4, 6, True), (4, 4, 8, True), (4, 4, 4, False)):
@@ -173,6 +191,19 @@ def test_eval_caches_the_composed_kernel() -> None:
         assert rel_err(op(x), torch.nn.functional.conv2d(x, op.dense_weight(), padding=1)) < 1e-6
         op.double()
         assert op(x.double()).dtype == torch.float64
+
+
+def test_cached_kernel_follows_the_input_memory_format() -> None:
+    """A channels_last input gets a channels_last cached kernel (the conv would reorder an NCHW one per
+    call); the outputs are those of the NCHW path."""
+    op = DOConv2d(8, 6, 3, padding=1).eval()
+    x = torch.randn(2, 8, 7, 7)
+    with torch.no_grad():
+        y = op(x)
+        assert op.composed_kernel().is_contiguous()
+        y_cl = op(x.contiguous(memory_format=torch.channels_last))
+        assert op._cache[2].is_contiguous(memory_format=torch.channels_last)
+        assert rel_err(y_cl, y) < 1e-6 and rel_err(op(x), y) < 1e-6
 
 
 def test_cached_kernel_serves_input_gradients_of_a_frozen_model() -> None:

@@ -358,9 +358,9 @@ class ConvOperator(OperatorMixin, nn.Module):
         # (the tensors the kernel was composed from, their versions, the kernel), filled in eval mode
         self._cache: tuple[tuple[Tensor, ...], list[int], Tensor] | None = None
         self._path_memo: dict[tuple[int, int, int, bool], str] = {}
-        # Eval fast path of a leaf operator: (tensors, versions, input shape, kernel, bias) of the last call
-        # that took the cached-kernel path; see _eager_forward.
-        self._fast: tuple[tuple[Tensor, ...], list[int], torch.Size, Tensor, Tensor | None] | None = None
+        # Eval fast path of a leaf operator: (tensors, versions, (input shape, strides), kernel, bias) of the
+        # last call that took the cached-kernel path; see _eager_forward.
+        self._fast: tuple[tuple[Tensor, ...], list[int], tuple[Any, ...], Tensor, Tensor | None] | None = None
 
     # -- kernel composition -------------------------------------------------------------------------
     def compose_macs(self) -> int:
@@ -396,8 +396,9 @@ class ConvOperator(OperatorMixin, nn.Module):
             return False
         return not (torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()))
 
-    def composed_kernel(self) -> Tensor:
-        """dense_weight(), cached in eval mode until a parameter or buffer changes.
+    def composed_kernel(self, memory_format: torch.memory_format = torch.contiguous_format) -> Tensor:
+        """dense_weight(), cached in eval mode until a parameter or buffer changes, in `memory_format`
+        (channels_last for channels_last inputs: the conv would otherwise reorder the kernel every call).
 
         The cache is valid while the same tensor objects are there at the same `_version` (every in-place
         update bumps it: optimizer steps, load_state_dict); `.to()`/`.half()`/... clear it in `_apply`.
@@ -417,8 +418,12 @@ class ConvOperator(OperatorMixin, nn.Module):
             # a normal tensor even under inference_mode: a frozen model may later run with grad enabled
             # (input gradients), and conv must then save its weight for backward
             with torch.inference_mode(False), torch.no_grad():
-                kernel = self.forward_kernel().contiguous()
+                kernel = self.forward_kernel().contiguous(memory_format=memory_format)
             cache = self._cache = (inputs, [t._version for t in inputs], kernel)
+        elif not cache[2].is_contiguous(memory_format=memory_format):
+            with torch.inference_mode(False), torch.no_grad():
+                kernel = cache[2].contiguous(memory_format=memory_format)
+            cache = self._cache = (cache[0], cache[1], kernel)
         return cache[2]
 
     def _apply(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> ConvOperator:
@@ -496,7 +501,7 @@ class ConvOperator(OperatorMixin, nn.Module):
         fast = self._fast
         if (
             fast is not None
-            and x.shape == fast[2]
+            and (x.shape, x.stride()) == fast[2]  # the path depends on the shape, the kernel's layout on strides
             and not torch.is_grad_enabled()
             and not torch.compiler.is_compiling()
             and [t._version for t in fast[0]] == fast[1]
@@ -510,11 +515,12 @@ class ConvOperator(OperatorMixin, nn.Module):
                 self._cache = None
             return F.conv2d(x, self.dense_weight(), self.dense_bias(), self.stride, self.padding, self.dilation,
                             self.groups)
-        kernel = self.composed_kernel()
+        channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        kernel = self.composed_kernel(torch.channels_last if channels_last else torch.contiguous_format)
         bias = self.dense_bias()
         if self._cache is not None and not self._modules and not torch.is_grad_enabled():
             tensors, versions, _ = self._cache
-            self._fast = (tensors, versions, x.shape, kernel, None if bias is None else bias.detach())
+            self._fast = (tensors, versions, (x.shape, x.stride()), kernel, None if bias is None else bias.detach())
         return F.conv2d(x, kernel, bias, self.stride, self.padding, self.dilation, self.groups)
 
     def forward(self, x: Tensor) -> Tensor:

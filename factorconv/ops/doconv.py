@@ -136,7 +136,11 @@ class DOConv2d(ConvOperator):
             w = self.W.view(g, self.out_channels // g, cin_g, self.D_mul)
             d = self._depthwise().view(g, cin_g, kh * kw, self.D_mul)
             return torch.einsum("gocd,gcsd->gocs", w, d).reshape(self.out_channels, cin_g, kh, kw)
-        return self._compose().view(self.out_channels, cin_g, kh, kw)
+        # Through a 2-D view: when the conv hands back its kernel gradient in channels_last (a channels_last
+        # input), the backward of the 2-D view makes it contiguous in one copy. Without it the per-channel
+        # slices the bmm backward reads have no unit stride and bmm multiplies them one channel at a time:
+        # a ResNet-20-size layer at batch 2 took 1.53x an nn.Conv2d step instead of 1.25x (measured).
+        return self._compose().view(self.out_channels, -1).view(self.out_channels, cin_g, kh, kw)
 
     @torch.jit.unused
     def _compose(self) -> Tensor:
