@@ -26,6 +26,22 @@ MODELS = {
 }
 
 
+NOTES = """## Where the time goes
+
+- The paper's CPU figure (o-ResNet20 1.5x ResNet20's inference) is not reached on this CPU: 4-5x in
+  channels_last, 8x in NCHW. An o-ResNet layer does 1/10 of a dense layer's MACs in thin group convs, and
+  those run at 1/4-1/6 of a dense conv's rate (3x3 with 3 channels per group: ~11 GMAC/s against 67; 1x1
+  with 20: ~17), and its channel gathers (padding to a multiple of the groups, the shuffle, the
+  truncation) move every activation three times more.
+- Stage-1 layers (58 channels) run their 1x1 part, with the shuffle before it and the truncation after,
+  as one dense 58x60 1x1 conv (exact: a linear map; GroupConvChain's cost model decides per layer): 3x
+  the MACs of the g=3 group conv but run at a dense rate and without two gathers; a layer's training
+  step went 0.63x of the chain's. At 116 and 232 channels (29 and 39 per group) the chain is as fast or
+  faster and is kept. This took channels_last training from 5.9x to 5.4x and batch-32 inference from
+  5.7x to 4.9x ResNet20 (the table above is after it; the per-factor table runs the factors one by one).
+- What is left is the 3x3 group conv and BatchNorm over 3.6x wider activations (BatchNorm's share of the
+  step grows from 18% to 23%): both scale with width, which the o-ResNet buys its MAC budget with."""
+
 def layer_rates(batch: int = 32) -> list[dict]:
     """Each factor of one stage-1 layer of every model's deploy form (execution order, BatchNorm folded),
     timed alone: MACs, time and achieved GMAC/s."""
@@ -123,6 +139,8 @@ def main() -> int:
         "| layer | op | MACs | median ms | GMAC/s |",
         "|---|---|---:|---:|---:|",
         *[f"| {r['layer']} | {r['op']} | {r['macs']:,} | {r['ms']:.2f} | {r['gmacs']:.1f} |" for r in layers],
+        "",
+        NOTES,
     ]
     (out / "osep_cpu.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

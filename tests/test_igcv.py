@@ -187,3 +187,35 @@ def test_channel_gather_in_channels_last_equals_index_gather(c_in: int, c_out: i
     y.backward(grad)
     expected = torch.zeros(2, c_in + 1, 3, 4).index_add_(1, index, grad)[:, :c_in]
     assert torch.allclose(x.grad, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(("conv", "channels"), [("osep", 58), ("igcv2", 42), ("igcv1", 16)])
+def test_pointwise_suffix_as_one_dense_conv_equals_the_chain(conv: str, channels: int) -> None:
+    """Where the cost model composes a chain's trailing 1x1 group convs into one dense 1x1 conv, outputs and
+    gradients equal the plain chain's, and the eval-mode cache of that matrix follows parameter updates."""
+    op = fc.create_conv2d(channels, channels, 3, conv=conv, padding=1, bias=True).double()
+    randomize_(op)
+    assert op._suffix_start is not None
+    x = torch.randn(2, channels, 6, 6, dtype=torch.float64)
+
+    def plain_chain() -> torch.Tensor:
+        y = x
+        for module in op._chain():
+            y = module(y)
+        return y + op.bias.view(1, -1, 1, 1)
+
+    got, want = op.feature_forward(x), plain_chain()
+    assert rel_err(got, want) < 1e-12
+    grads = torch.autograd.grad(got.square().sum(), list(op.parameters()))
+    expected = torch.autograd.grad(want.square().sum(), list(op.parameters()))
+    assert all(rel_err(a, b) < 1e-10 for a, b in zip(grads, expected, strict=True))
+    op.eval()
+    with torch.no_grad():
+        assert rel_err(op.feature_forward(x), plain_chain()) < 1e-12
+        op.parts[-1].weight.mul_(2.0)  # an optimizer step or load_state_dict bumps the version
+        assert rel_err(op.feature_forward(x), plain_chain()) < 1e-12
+
+
+def test_thick_group_suffix_keeps_the_chain() -> None:
+    """osep at 232 channels has 39 channels per group in its 1x1 part: the chain is faster, it is kept."""
+    assert fc.create_conv2d(232, 232, 3, conv="osep", padding=1)._suffix_start is None
