@@ -278,3 +278,19 @@ def test_folded_operator_is_scriptable() -> None:
     with torch.no_grad():
         assert torch.allclose(scripted(x), op(x), atol=1e-5)
         assert torch.allclose(F.conv2d(x, op.dense_weight(), None, 1, 1), op(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("conv", CONVS)
+def test_eval_under_autocast_then_without(conv: str) -> None:
+    """A kernel cached during evaluation under bf16 autocast serves later float32 calls (the engine
+    evaluates under autocast, then profiles and times in float32): caches hold the parameters' dtype."""
+    op = fc.create_conv2d(16, 16, 3, conv=conv, padding=1).eval()
+    x = torch.randn(2, 16, 8, 8)
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = op(x)
+        full = op(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            again = op(x)
+    assert low.dtype == again.dtype == torch.bfloat16 and full.dtype == torch.float32
+    assert (low.float() - full).abs().max() < 0.1 * full.abs().max()

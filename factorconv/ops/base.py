@@ -416,8 +416,11 @@ class ConvOperator(OperatorMixin, nn.Module):
             or cache[1] != [t._version for t in inputs]
         ):
             # a normal tensor even under inference_mode: a frozen model may later run with grad enabled
-            # (input gradients), and conv must then save its weight for backward
-            with torch.inference_mode(False), torch.no_grad():
+            # (input gradients), and conv must then save its weight for backward; composed at the
+            # parameters' precision, not autocast's (the cache outlives the autocast region, and the conv
+            # casts the kernel when it runs under one)
+            device_type = inputs[0].device.type if inputs else "cpu"
+            with torch.inference_mode(False), torch.no_grad(), torch.autocast(device_type, enabled=False):
                 kernel = self.forward_kernel().contiguous(memory_format=memory_format)
             cache = self._cache = (inputs, [t._version for t in inputs], kernel)
         elif not cache[2].is_contiguous(memory_format=memory_format):

@@ -104,14 +104,17 @@ class GroupConvChain(ConvOperator):
         if cacheable and self._suffix_cache is not None and self._suffix_cache[0] == versions:
             return self._suffix_cache[1]
         total: Tensor | None = None
-        for gather, conv in zip(list(self.gathers)[k:-1], list(self.parts)[k:], strict=True):
-            w = expand_grouped_kernel(conv.weight, conv.groups).flatten(1)
-            if isinstance(gather, ChannelGather):
-                w = w.new_zeros(w.shape[0], gather.in_channels + 1).index_add(1, gather.index, w)[:, :-1]
-            total = w if total is None else w @ total
-        final = self.gathers[-1]
-        if isinstance(final, ChannelGather):
-            total = total.index_select(0, final.index)
+        # composed at the parameters' precision (under autocast the matmuls would run in bf16/fp16 and the
+        # cached kernel take that dtype); the conv casts it as it casts any weight
+        with torch.autocast(weights[0].device.type, enabled=False):
+            for gather, conv in zip(list(self.gathers)[k:-1], list(self.parts)[k:], strict=True):
+                w = expand_grouped_kernel(conv.weight, conv.groups).flatten(1)
+                if isinstance(gather, ChannelGather):
+                    w = w.new_zeros(w.shape[0], gather.in_channels + 1).index_add(1, gather.index, w)[:, :-1]
+                total = w if total is None else w @ total
+            final = self.gathers[-1]
+            if isinstance(final, ChannelGather):
+                total = total.index_select(0, final.index)
         kernel = total[:, :, None, None]
         if cacheable:
             self._suffix_cache = (versions, kernel.detach())
