@@ -294,3 +294,13 @@ def test_eval_under_autocast_then_without(conv: str) -> None:
             again = op(x)
     assert low.dtype == again.dtype == torch.bfloat16 and full.dtype == torch.float32
     assert (low.float() - full).abs().max() < 0.1 * full.abs().max()
+
+
+@pytest.mark.parametrize("conv", CONVS)
+def test_eval_forward_on_the_meta_device(conv: str) -> None:
+    """Width matching and counting run models on the meta device, in eval mode (the cached-kernel path)."""
+    with torch.device("meta"):
+        op = fc.create_conv2d(16, 16, 3, conv=conv, padding=1).eval()
+        with torch.no_grad():
+            y = op(torch.empty(2, 16, 8, 8))
+    assert y.is_meta and y.shape == (2, 16, 8, 8)

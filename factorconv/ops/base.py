@@ -19,6 +19,7 @@ kernel, run one conv) and feature composition (run the factors as a chain) from 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 from collections.abc import Callable
@@ -419,8 +420,7 @@ class ConvOperator(OperatorMixin, nn.Module):
             # (input gradients), and conv must then save its weight for backward; composed at the
             # parameters' precision, not autocast's (the cache outlives the autocast region, and the conv
             # casts the kernel when it runs under one)
-            device_type = inputs[0].device.type if inputs else "cpu"
-            with torch.inference_mode(False), torch.no_grad(), torch.autocast(device_type, enabled=False):
+            with torch.inference_mode(False), torch.no_grad(), full_precision(inputs[0].device if inputs else None):
                 kernel = self.forward_kernel().contiguous(memory_format=memory_format)
             cache = self._cache = (inputs, [t._version for t in inputs], kernel)
         elif not cache[2].is_contiguous(memory_format=memory_format):
@@ -546,6 +546,13 @@ class ConvOperator(OperatorMixin, nn.Module):
         if self.path != "auto":
             s += f", path={self.path!r}"
         return s
+
+
+def full_precision(device: torch.device | None) -> contextlib.AbstractContextManager[Any]:
+    """Autocast off on `device` (a no-op context where autocast does not exist, e.g. the meta device)."""
+    if device is None or not torch.amp.is_autocast_available(device.type):
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, enabled=False)
 
 
 def ceil_div(a: int, b: int) -> int:

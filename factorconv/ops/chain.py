@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..functional import compose_kernels, expand_grouped_kernel, take_grouped_kernel
-from .base import ConvOperator, Cost, conv_macs, conv_output_hw
+from .base import ConvOperator, Cost, conv_macs, conv_output_hw, full_precision
 from .channel import ChannelGather
 
 __all__ = ["AddBias", "GroupConvChain"]
@@ -106,7 +106,7 @@ class GroupConvChain(ConvOperator):
         total: Tensor | None = None
         # composed at the parameters' precision (under autocast the matmuls would run in bf16/fp16 and the
         # cached kernel take that dtype); the conv casts it as it casts any weight
-        with torch.autocast(weights[0].device.type, enabled=False):
+        with full_precision(weights[0].device):
             for gather, conv in zip(list(self.gathers)[k:-1], list(self.parts)[k:], strict=True):
                 w = expand_grouped_kernel(conv.weight, conv.groups).flatten(1)
                 if isinstance(gather, ChannelGather):
