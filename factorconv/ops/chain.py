@@ -5,8 +5,8 @@ into the dense kernel, running it as the feature path, its costs, and its deploy
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import ClassVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -103,26 +103,17 @@ class GroupConvChain(ConvOperator):
         versions = [w._version for w in weights] + [id(w) for w in weights]
         if cacheable and self._suffix_cache is not None and self._suffix_cache[0] == versions:
             return self._suffix_cache[1]
-        total: Tensor | None = None
         # composed at the parameters' precision (under autocast the matmuls would run in bf16/fp16 and the
         # cached kernel take that dtype); the conv casts it as it casts any weight
         with full_precision(weights[0].device):
-            for gather, conv in zip(list(self.gathers)[k:-1], list(self.parts)[k:], strict=True):
-                w = expand_grouped_kernel(conv.weight, conv.groups).flatten(1)
-                if isinstance(gather, ChannelGather):
-                    w = w.new_zeros(w.shape[0], gather.in_channels + 1).index_add(1, gather.index, w)[:, :-1]
-                total = w if total is None else w @ total
-            final = self.gathers[-1]
-            if isinstance(final, ChannelGather):
-                total = total.index_select(0, final.index)
-        kernel = total[:, :, None, None]
+            kernel = self._compose_parts(k)
         if cacheable:
             self._suffix_cache = (versions, kernel.detach())
         elif self._suffix_cache is not None:
             self._suffix_cache = None
         return kernel
 
-    def _apply(self, fn, *args, **kwargs):
+    def _apply(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> GroupConvChain:
         self._suffix_cache = None
         return super()._apply(fn, *args, **kwargs)
 
@@ -133,9 +124,11 @@ class GroupConvChain(ConvOperator):
             chain += [gather, conv]
         return [*chain, self.gathers[-1]]
 
-    def dense_weight(self) -> Tensor:
+    def _compose_parts(self, start: int = 0) -> Tensor:
+        """The dense kernel of the parts from `start` on with their gathers (the gather before part `start`
+        included, the last gather too): (out_channels, source width of gather `start`, kh, kw)."""
         total: Tensor | None = None
-        for gather, conv in zip(self.gathers, self.parts, strict=False):
+        for gather, conv in zip(list(self.gathers)[start:-1], list(self.parts)[start:], strict=True):
             w = expand_grouped_kernel(conv.weight, conv.groups)
             if isinstance(gather, ChannelGather):  # conv(x[:, idx]) reads x through the gather
                 kh, kw = w.shape[-2:]
@@ -145,7 +138,10 @@ class GroupConvChain(ConvOperator):
         final = self.gathers[-1]
         if isinstance(final, ChannelGather):
             total = total.index_select(0, final.index)
-        return take_grouped_kernel(total, self.groups).contiguous()
+        return total
+
+    def dense_weight(self) -> Tensor:
+        return take_grouped_kernel(self._compose_parts(), self.groups).contiguous()
 
     def feature_forward(self, x: Tensor) -> Tensor:
         """The chain of group convs and gathers; with a trailing pointwise run worth composing
