@@ -219,3 +219,17 @@ def test_pointwise_suffix_as_one_dense_conv_equals_the_chain(conv: str, channels
 def test_thick_group_suffix_keeps_the_chain() -> None:
     """osep at 232 channels has 39 channels per group in its 1x1 part: the chain is faster, it is kept."""
     assert fc.create_conv2d(232, 232, 3, conv="osep", padding=1)._suffix_start is None
+
+
+def test_suffix_cache_filled_under_inference_mode_serves_input_gradients() -> None:
+    """As the whole-kernel cache: a frozen model evaluated under inference_mode can then give input gradients."""
+    op = fc.create_conv2d(42, 42, 3, conv="igcv2", padding=1).eval()
+    op.requires_grad_(False)
+    assert op._suffix_start is not None
+    x = torch.randn(1, 42, 6, 6)
+    with torch.inference_mode():
+        op(x)
+    x.requires_grad_(True)
+    op(x).sum().backward()
+    expected = torch.autograd.grad(torch.nn.functional.conv2d(x, op.dense_weight(), padding=1).sum(), x)[0]
+    assert rel_err(x.grad, expected) < 1e-5

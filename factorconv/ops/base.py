@@ -416,16 +416,13 @@ class ConvOperator(OperatorMixin, nn.Module):
             or not all(a is b for a, b in zip(cache[0], inputs, strict=True))
             or cache[1] != [t._version for t in inputs]
         ):
-            # a normal tensor even under inference_mode: a frozen model may later run with grad enabled
-            # (input gradients), and conv must then save its weight for backward; composed at the
-            # parameters' precision, not autocast's (the cache outlives the autocast region, and the conv
-            # casts the kernel when it runs under one)
-            with torch.inference_mode(False), torch.no_grad(), full_precision(inputs[0].device if inputs else None):
-                kernel = self.forward_kernel().contiguous(memory_format=memory_format)
+            kernel = compose_for_cache(
+                lambda: self.forward_kernel().contiguous(memory_format=memory_format),
+                inputs[0].device if inputs else None,
+            )
             cache = self._cache = (inputs, [t._version for t in inputs], kernel)
         elif not cache[2].is_contiguous(memory_format=memory_format):
-            with torch.inference_mode(False), torch.no_grad():
-                kernel = cache[2].contiguous(memory_format=memory_format)
+            kernel = compose_for_cache(lambda: cache[2].contiguous(memory_format=memory_format), None)
             cache = self._cache = (cache[0], cache[1], kernel)
         return cache[2]
 
@@ -546,6 +543,15 @@ class ConvOperator(OperatorMixin, nn.Module):
         if self.path != "auto":
             s += f", path={self.path!r}"
         return s
+
+
+def compose_for_cache(compose: Callable[[], Tensor], device: torch.device | None) -> Tensor:
+    """`compose()` as a tensor to keep across calls: a normal tensor even under inference_mode (a frozen
+    model may later run with grad enabled for input gradients, and conv must then save its weight for
+    backward), without grad, and at the parameters' precision rather than autocast's (the cache outlives
+    the autocast region, and the conv casts the kernel when it runs under one)."""
+    with torch.inference_mode(False), torch.no_grad(), full_precision(device):
+        return compose()
 
 
 def full_precision(device: torch.device | None) -> contextlib.AbstractContextManager[Any]:

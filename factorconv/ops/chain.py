@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..functional import compose_kernels, expand_grouped_kernel, take_grouped_kernel
-from .base import ConvOperator, Cost, conv_macs, conv_output_hw, full_precision
+from .base import ConvOperator, Cost, compose_for_cache, conv_macs, conv_output_hw, full_precision
 from .channel import ChannelGather
 
 __all__ = ["AddBias", "GroupConvChain"]
@@ -103,15 +103,15 @@ class GroupConvChain(ConvOperator):
         versions = [w._version for w in weights] + [id(w) for w in weights]
         if cacheable and self._suffix_cache is not None and self._suffix_cache[0] == versions:
             return self._suffix_cache[1]
-        # composed at the parameters' precision (under autocast the matmuls would run in bf16/fp16 and the
-        # cached kernel take that dtype); the conv casts it as it casts any weight
-        with full_precision(weights[0].device):
-            kernel = self._compose_parts(k)
         if cacheable:
-            self._suffix_cache = (versions, kernel.detach())
-        elif self._suffix_cache is not None:
+            kernel = compose_for_cache(lambda: self._compose_parts(k), weights[0].device)
+            self._suffix_cache = (versions, kernel)
+            return kernel
+        if self._suffix_cache is not None:
             self._suffix_cache = None
-        return kernel
+        # at the parameters' precision, as the cached form (the conv casts it under autocast)
+        with full_precision(weights[0].device):
+            return self._compose_parts(k)
 
     def _apply(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> GroupConvChain:
         self._suffix_cache = None
