@@ -304,3 +304,23 @@ def test_eval_forward_on_the_meta_device(conv: str) -> None:
         with torch.no_grad():
             y = op(torch.empty(2, 16, 8, 8))
     assert y.is_meta and y.shape == (2, 16, 8, 8)
+
+
+def test_kernel_strides_are_canonical_for_the_input_layout() -> None:
+    """The config hypothesis found: bdsc's 1x1 kernel came out with channels_last strides, and conv2d on an
+    NCHW input of width 1 (contiguous in both formats) segfaulted in float32. The kernels handed to the conv
+    now have exactly the strides of the input's layout, in eval (cached) and training."""
+    from factorconv.ops.base import dense_strides, in_layout
+
+    odd = torch.randn(36).as_strided((9, 4, 1, 1), (4, 1, 4, 4))
+    assert odd.is_contiguous() and in_layout(odd, torch.contiguous_format).stride() == (4, 1, 1, 1)
+    assert dense_strides(torch.Size((2, 3, 4, 5)), torch.channels_last) == (60, 1, 15, 3)
+    op = fc.create_conv2d(12, 9, 1, conv="bdsc", stride=3, padding=(1, 2), dilation=2, groups=3, bias=True, p=2)
+    randomize_(op)
+    x = torch.randn(1, 12, 5, 1)
+    with torch.no_grad():
+        expected = torch.nn.functional.conv2d(x.double(), op.dense_weight().double(), op.dense_bias().double(),
+                                              3, (1, 2), 2, 3)
+        assert rel_err(op.eval()(x).double(), expected) < 1e-5
+        assert op.composed_kernel().stride() == dense_strides(op.composed_kernel().shape, torch.contiguous_format)
+    assert rel_err(op.train()(x).double(), expected) < 1e-5

@@ -417,12 +417,11 @@ class ConvOperator(OperatorMixin, nn.Module):
             or cache[1] != [t._version for t in inputs]
         ):
             kernel = compose_for_cache(
-                lambda: self.forward_kernel().contiguous(memory_format=memory_format),
-                inputs[0].device if inputs else None,
+                lambda: in_layout(self.forward_kernel(), memory_format), inputs[0].device if inputs else None
             )
             cache = self._cache = (inputs, [t._version for t in inputs], kernel)
-        elif not cache[2].is_contiguous(memory_format=memory_format):
-            kernel = compose_for_cache(lambda: cache[2].contiguous(memory_format=memory_format), None)
+        elif cache[2].stride() != dense_strides(cache[2].shape, memory_format):
+            kernel = compose_for_cache(lambda: in_layout(cache[2], memory_format), None)
             cache = self._cache = (cache[0], cache[1], kernel)
         return cache[2]
 
@@ -510,13 +509,16 @@ class ConvOperator(OperatorMixin, nn.Module):
         cacheable = self._kernel_cacheable()
         if self.choose_path(x, cacheable) == "feature":
             return self.feature_forward(x)
+        channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        layout = torch.channels_last if channels_last else torch.contiguous_format
         if not cacheable:  # training: compose afresh, differentiably
             if self._cache is not None:
                 self._cache = None
-            return F.conv2d(x, self.dense_weight(), self.dense_bias(), self.stride, self.padding, self.dilation,
-                            self.groups)
-        channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-        kernel = self.composed_kernel(torch.channels_last if channels_last else torch.contiguous_format)
+            kernel = self.dense_weight()
+            if not channels_last:  # (a channels_last input takes either layout; see in_layout)
+                kernel = in_layout(kernel, layout)
+            return F.conv2d(x, kernel, self.dense_bias(), self.stride, self.padding, self.dilation, self.groups)
+        kernel = self.composed_kernel(layout)
         bias = self.dense_bias()
         if self._cache is not None and not self._modules and not torch.is_grad_enabled():
             tensors, versions, _ = self._cache
@@ -543,6 +545,24 @@ class ConvOperator(OperatorMixin, nn.Module):
         if self.path != "auto":
             s += f", path={self.path!r}"
         return s
+
+
+def dense_strides(shape: torch.Size, memory_format: torch.memory_format) -> tuple[int, ...]:
+    """The strides of a freshly allocated 4-d tensor of `shape` in `memory_format`."""
+    _, c, h, w = shape
+    return (c * h * w, 1, w * c, c) if memory_format == torch.channels_last else (c * h * w, h * w, w, 1)
+
+
+def in_layout(kernel: Tensor, memory_format: torch.memory_format) -> Tensor:
+    """`kernel` with exactly the strides of a fresh tensor in `memory_format` (a copy only when it has others).
+
+    `contiguous()` is not enough: a tensor with size-1 dims counts as contiguous in both formats whatever
+    those dims' strides. A 1x1 kernel with channels_last strides, given to conv2d with an NCHW input whose
+    width is 1 (also "both"), crashed the process (segfault, torch 2.13 CPU, with stride/dilation/padding
+    > 1; hypothesis found it for bdsc)."""
+    if kernel.stride() == dense_strides(kernel.shape, memory_format):
+        return kernel
+    return kernel.clone(memory_format=memory_format)
 
 
 def compose_for_cache(compose: Callable[[], Tensor], device: torch.device | None) -> Tensor:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..functional import compose_kernels, expand_grouped_kernel, take_grouped_kernel
-from .base import ConvOperator, Cost, compose_for_cache, conv_macs, conv_output_hw, full_precision
+from .base import ConvOperator, Cost, compose_for_cache, conv_macs, conv_output_hw, full_precision, in_layout
 from .channel import ChannelGather
 
 __all__ = ["AddBias", "GroupConvChain"]
@@ -153,7 +153,10 @@ class GroupConvChain(ConvOperator):
             return x if self.bias is None else x + self.bias.view(1, -1, 1, 1)
         for gather, conv in zip(list(self.gathers)[:k], list(self.parts)[:k], strict=True):
             x = conv(gather(x))
-        return F.conv2d(x, self._suffix_matrix(), self.bias)
+        suffix = self._suffix_matrix()
+        if x.is_contiguous():  # see in_layout
+            suffix = in_layout(suffix, torch.contiguous_format)
+        return F.conv2d(x, suffix, self.bias)
 
     def compose_macs(self) -> int:
         # expanding each part and multiplying the dense channel matrices, per kernel tap
