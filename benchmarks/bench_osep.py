@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 # inductor's default pool of compile workers keeps running beside the timed loops (--compile): compile in-process
@@ -212,8 +213,10 @@ def group_conv_alternatives(batch: int, repeats: int) -> list[dict]:
     cl = torch.channels_last
     x = torch.randn(batch, 60, 32, 32).to(memory_format=cl)
     weight = torch.randn(60, 3, 3, 3)
-    ref = torch.nn.functional.conv2d(x, weight, padding=1, groups=20)
-    fns: dict[str, object] = {"20 groups of 3 (the plan)": lambda: F.conv2d(x, weight, padding=1, groups=20)}
+    ref = F.conv2d(x, weight, padding=1, groups=20)
+    fns: dict[str, Callable[[], torch.Tensor]] = {
+        "20 groups of 3 (the plan)": lambda: F.conv2d(x, weight, padding=1, groups=20),
+    }
     for coarser in (10, 5, 4, 2, 1):
         w = block_diagonal(weight, 20, coarser).contiguous(memory_format=cl)
         assert torch.allclose(F.conv2d(x, w, padding=1, groups=coarser), ref, atol=1e-4)
