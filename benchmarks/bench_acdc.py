@@ -16,7 +16,14 @@ from pathlib import Path
 import torch
 
 import factorconv as fc
-from factorconv.bench import compare_timings, inference_fn, machine_info, time_breakdown, train_step_fn
+from factorconv.bench import (
+    breakdown_table,
+    compare_timings,
+    inference_fn,
+    machine_info,
+    time_breakdown,
+    train_step_fn,
+)
 from factorconv.ops.acdc import ACDCConv2d
 
 
@@ -69,7 +76,6 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "acdc_cpu.json").write_text(json.dumps(result, indent=2) + "\n")
-    cats = sorted({c for b in breakdown.values() for c in b})
     lines = [
         "# resnet18_cifar: ACDC-net m8 vs the standard model on CPU",
         "",
@@ -88,9 +94,7 @@ def main() -> int:
         "",
         "Where a training step's time goes (channels_last, torch.profiler self time):",
         "",
-        "| model | " + " | ".join(cats) + " |",
-        "|---|" + "---:|" * len(cats),
-        *[f"| {n} | " + " | ".join(f"{100 * b.get(c, 0):.0f}%" for c in cats) + " |" for n, b in breakdown.items()],
+        *breakdown_table(breakdown),
     ]
     (out / "acdc_cpu.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 import factorconv as fc
 from factorconv.bench import (
+    breakdown_table,
     compare_timings,
     inference_fn,
     machine_info,
@@ -260,8 +261,6 @@ def compiled_inference(repeats: int) -> list[dict]:
 def render(result: dict) -> str:
     """The markdown report of a result (what main writes to osep_cpu.md)."""
     counts, rows, layers = result["counts"], result["rows"], result["stage1_layers"]
-    breakdown = result["train_time_breakdown_channels_last"]
-    cats = sorted({c for b in breakdown.values() for c in b})
     lines = [
         "# ResNet20, o-ResNet20 ×3.625, d-ResNet20 ×2.75 on CPU",
         "",
@@ -281,9 +280,7 @@ def render(result: dict) -> str:
         "",
         "Where a training step's CPU time goes (channels_last, batch 64, torch.profiler self time):",
         "",
-        "| model | " + " | ".join(cats) + " |",
-        "|---|" + "---:|" * len(cats),
-        *[f"| {n} | " + " | ".join(f"{100 * b.get(c, 0):.0f}%" for c in cats) + " |" for n, b in breakdown.items()],
+        *breakdown_table(result["train_time_breakdown_channels_last"]),
         "",
         "One stage-1 layer of each as its eval mode runs it (channels_last, batch 32, 32x32): each factor timed",
         "alone, its achieved rate.",

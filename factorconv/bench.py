@@ -163,6 +163,18 @@ def time_breakdown(fn: Callable[[], Any], repeats: int = 5) -> dict[str, float]:
     return {k: v / whole for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
+def breakdown_table(breakdowns: dict[str, dict[str, float]]) -> list[str]:
+    """Markdown lines of a table with one row per name and one column per category of `time_breakdown`
+    (categories sorted, a missing one shown as 0%)."""
+    categories = sorted({c for b in breakdowns.values() for c in b})
+    return [
+        "| model | " + " | ".join(categories) + " |",
+        "|---|" + "---:|" * len(categories),
+        *[f"| {name} | " + " | ".join(f"{100 * b.get(c, 0):.0f}%" for c in categories) + " |"
+          for name, b in breakdowns.items()],
+    ]
+
+
 # ---------------------------------------------------------------------------------------------- suites
 
 

@@ -72,3 +72,15 @@ def test_bench_command(capsys) -> None:
     assert result["kind"] == "models" and {r["conv"] for r in result["rows"]} == {"conv", "acdc", "conv (copy)"}
     assert main(["bench", "ops", "--convs", "nope"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_breakdown_table_aligns_categories_across_models() -> None:
+    from factorconv.bench import breakdown_table
+
+    lines = breakdown_table({"a": {"conv": 0.75, "other": 0.25}, "b": {"batchnorm": 0.5, "conv": 0.5}})
+    assert lines == [
+        "| model | batchnorm | conv | other |",
+        "|---|---:|---:|---:|",
+        "| a | 0% | 75% | 25% |",
+        "| b | 50% | 50% | 0% |",
+    ]
