@@ -34,6 +34,7 @@ from factorconv.bench import (
     time_breakdown,
     train_step_fn,
 )
+from factorconv.functional import expand_grouped_kernel, take_grouped_kernel
 
 MODELS = {
     "ResNet20": {"conv": "conv"},
@@ -196,17 +197,6 @@ def render_table6(rows: list[dict]) -> list[str]:
     return lines
 
 
-def block_diagonal(weight: torch.Tensor, groups: int, coarser: int) -> torch.Tensor:
-    """A grouped kernel (out, in/groups, kh, kw) as the same conv with `coarser` groups: zero blocks between."""
-    out, per, kh, kw = weight.shape
-    merged = groups // coarser
-    dense = weight.new_zeros(coarser, out // coarser, merged * per, kh, kw)
-    blocks = weight.view(coarser, merged, out // groups, per, kh, kw)
-    for j in range(merged):
-        dense[:, j * (out // groups):(j + 1) * (out // groups), j * per:(j + 1) * per] = blocks[:, j]
-    return dense.view(out, merged * per, kh, kw)
-
-
 def group_conv_alternatives(batch: int, repeats: int) -> list[dict]:
     """o-ResNet20's stage-1 3x3 group conv (60 channels, 20 groups of 3), inference, channels_last, against
     exact rewrites of it: the same conv with fewer, wider groups (zero blocks), and a depthwise conv with
@@ -219,7 +209,8 @@ def group_conv_alternatives(batch: int, repeats: int) -> list[dict]:
         "20 groups of 3 (the plan)": lambda: F.conv2d(x, weight, padding=1, groups=20),
     }
     for coarser in (10, 5, 4, 2, 1):
-        w = block_diagonal(weight, 20, coarser).contiguous(memory_format=cl)
+        # the dense block-diagonal kernel, read back as `coarser` groups: zero blocks inside each
+        w = take_grouped_kernel(expand_grouped_kernel(weight, 20), coarser).contiguous(memory_format=cl)
         assert torch.allclose(F.conv2d(x, w, padding=1, groups=coarser), ref, atol=1e-4)
         fns[f"{coarser} group{'s' if coarser > 1 else ''} of {60 // coarser} (zero blocks)"] = (
             lambda w=w, c=coarser: F.conv2d(x, w, padding=1, groups=c))
