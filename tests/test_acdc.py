@@ -92,7 +92,10 @@ def test_batched_composition_equals_per_layer_and_trains_every_member() -> None:
     layers = [m for m in model.modules() if isinstance(m, ACDCConv2d)]
     bank = layers[0].bank
     for layer in layers:
-        assert torch.equal(bank.kernel_for(layer), layer.group_weight())
+        # Two matmuls of different shapes (all members at once vs one layer) reduce over the m atoms in an
+        # order MKL picks per shape and per CPU (AMD and Intel differ in the last bit), so equal to float32
+        # round-off of an m-term sum, not bitwise.
+        assert rel_err(bank.kernel_for(layer), layer.group_weight()) < 1e-6
     x = torch.randn(4, 3, 32, 32)
     model(x).sum().backward()
     assert bank.coefficients.grad is not None and bank.coefficients.grad.abs().sum() > 0
