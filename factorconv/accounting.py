@@ -124,6 +124,15 @@ def _bits(t: torch.Tensor) -> int:
     return t.element_size() * 8
 
 
+def _shipped_buffers(module: nn.Module) -> list[torch.Tensor]:
+    """The float buffers a saved model carries (BN running statistics): persistent ones only. Non-persistent
+    buffers (a gather's one-hot selector, DO-Conv's identity) are rebuilt from the architecture on load, so
+    they are not part of what ships; counting them made a deployed IGCV2/osep model look twice its size."""
+    skip = module._non_persistent_buffers_set
+    return [b for name, b in module.named_buffers(recurse=False) if name not in skip and b.is_floating_point()] + [
+        b for child in module.children() for b in _shipped_buffers(child)]
+
+
 def _probe_hw(module: nn.Module) -> tuple[int, int]:
     """An input size valid for a layer the forward never reached (only its static costs are used)."""
     k, d = module.kernel_size, module.dilation
@@ -195,9 +204,7 @@ def profile(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32)) -> Prof
             deploy_macs = macs
             deploy_params = own_params
             size_bits += sum(math.ceil(p.numel() * _bits(p) / 8) * 8 for p in own)
-            size_bits += sum(
-                math.ceil(b.numel() * _bits(b) / 8) * 8 for b in unit.buffers() if b.is_floating_point()
-            )
+            size_bits += sum(math.ceil(b.numel() * _bits(b) / 8) * 8 for b in _shipped_buffers(unit))
         totals = totals + Cost(0, 0, macs, deploy_params, 0, deploy_macs, adds, deploy_adds)
         if own_params or seen:
             rows.append(LayerRow(name, type(unit).__name__, own_params, macs,

@@ -116,3 +116,16 @@ def test_profile_of_a_model_equals_the_sum_of_its_parts() -> None:
     for name, op in fc.iter_operators(model):
         row = rows[name]
         assert row.params == op.cost((row.out_shape[-2] * op.stride[0], row.out_shape[-1] * op.stride[1])).params
+
+
+@pytest.mark.parametrize("conv", fc.list_convs())
+def test_the_deploy_counts_are_the_deployed_models_own(conv: str) -> None:
+    """profile(model)'s deploy params and size are what profile(deploy(model)) counts: a budget on what ships
+    is a budget on the shipped model. (A gather's one-hot selector, rebuilt from the architecture on load and
+    not in the state_dict, once made a deployed IGCV2 or osep model look twice its size.)"""
+    kwargs = {"norm": True} if conv in ("dsep", "bdsc") else {}
+    model = fc.create_model("resnet20", conv=conv, width=0.5, in_chans=1, conv_kwargs=kwargs).eval()
+    before = fc.profile(model, (1, 28, 28))
+    after = fc.profile(fc.deploy(model), (1, 28, 28))
+    assert (after.deploy_params, after.size_bytes, after.deploy_macs) == (
+        before.deploy_params, before.size_bytes, before.deploy_macs)
