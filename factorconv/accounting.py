@@ -19,7 +19,7 @@ from torch import nn
 
 from .ops.base import Cost, conv_macs, is_operator
 
-__all__ = ["LayerRow", "Profile", "count_params", "profile"]
+__all__ = ["LayerRow", "Profile", "available_memory", "check_memory", "count_params", "profile"]
 
 
 @dataclass
@@ -103,6 +103,28 @@ class Profile:
 def count_params(model: nn.Module) -> int:
     """Unique parameter elements (a tensor shared by several layers counts once)."""
     return sum(p.numel() for p in model.parameters())
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can still give (Linux MemAvailable), None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_memory(params: int, copies: float, what: str) -> None:
+    """Raise ValueError when `copies` float32 copies of `params` parameters (1 to hold a model, about 4 to
+    train it: weights, gradients, momentum, workspace) cannot fit in the memory available, before anything is
+    allocated: an allocation that large is otherwise a crash, or the system's out-of-memory killer."""
+    need, have = int(params * 4 * copies), available_memory()
+    if have is not None and need > have:
+        raise ValueError(f"{what} has {params:,} parameters and would need about {need / 2**30:.1f} GiB; "
+                         f"{have / 2**30:.1f} GiB of memory is available; use a smaller width or model")
 
 
 def _costed(module: nn.Module) -> bool:

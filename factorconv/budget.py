@@ -1,7 +1,12 @@
-"""Width matching: the width multiplier whose model meets a parameter or MAC budget.
+"""Width matching: the width multiplier whose model meets a budget on what it costs.
 
-The papers matched budgets by hand (o-ResNet20 ×3.625 to ResNet20's FLOPs); `match_width` searches the
-same 1/8 grid (or continuous widths) by counting models on the meta device, so nothing is allocated.
+A budget is on the model that ships unless it says otherwise: `params` are the deploy form's parameters
+(`factorconv.deploy`: DO-Conv, ACDC and decoupled fold to the plain conv, BDSC's binary entries count one
+each), `size` its bytes (float parameters at 4 B, binary entries at 1 bit, BN running statistics), `macs`
+the MACs of one forward at batch 1 of the trained model, and `train-params` the parameters trained (what
+the papers' tables call params for over-parameterised operators). The papers matched budgets by hand
+(o-ResNet20 ×3.625 to ResNet20's FLOPs); `match_width` searches the same grid (or continuous widths) by
+counting models on the meta device, so nothing is allocated.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from .registry import create_model, model_entry
 
 __all__ = ["BY", "WidthMatch", "count_model", "match_width"]
 
-BY = ("params", "macs")
+# budget kind -> the Profile field it is measured by
+PROFILE_FIELD = {"params": "deploy_params", "train-params": "params", "size": "size_bytes", "macs": "macs"}
+BY = tuple(PROFILE_FIELD)
 
 
 @dataclass(frozen=True)
@@ -47,7 +54,8 @@ def count_model(
     conv_kwargs: dict[str, Any] | None = None,
     **model_kwargs: Any,
 ) -> int:
-    """Parameters or MACs (at batch 1, `input_size` or the model's default) of a model, counted on meta."""
+    """The `by` count of a model (see the module docstring; MACs at batch 1 and `input_size` or the model's
+    default), counted on the meta device."""
     if by not in BY:
         raise ValueError(f"count_model: by must be one of {', '.join(BY)}, got {by!r}")
     entry = model_entry(model_name)
@@ -55,8 +63,7 @@ def count_model(
     model_kwargs.setdefault("in_chans", size[0])
     with torch.device("meta"):
         model = create_model(model_name, conv=conv, width=width, conv_kwargs=conv_kwargs, **model_kwargs)
-    prof = profile(model, size)
-    return prof.params if by == "params" else prof.macs
+    return getattr(profile(model, size), PROFILE_FIELD[by])
 
 
 def match_width(

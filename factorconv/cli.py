@@ -10,23 +10,58 @@ import argparse
 import ast
 import contextlib
 import json
+import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
 from . import __version__
-from .accounting import count_params, profile
-from .registry import conv_entry, create_model, list_convs, list_models, model_entry
+from .accounting import check_memory, count_params, profile
+from .registry import check_model_options, conv_entry, create_model, list_convs, list_models, model_entry
 
 __all__ = ["main", "parse_input_size", "parse_options"]
 
 
 class UsageError(ValueError):
     """A command-line value that cannot be parsed."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (`factorconv CMD: error: ...`, exit 2), like every other error here."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def count(minimum: int = 1) -> Callable[[str], int]:
+    """An argparse type: an integer >= minimum."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+    return parse
+
+
+def number(minimum: float | None = None) -> Callable[[str], float]:
+    """An argparse type: a finite number, > 0 (or >= minimum when one is given)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or (value <= 0 if minimum is None else value < minimum):
+            bound = "a finite number > 0" if minimum is None else f"a finite number >= {minimum:g}"
+            raise argparse.ArgumentTypeError(f"expected {bound}, got {text!r}")
+        return value
+    return parse
 
 
 def parse_value(text: str) -> Any:
@@ -68,9 +103,9 @@ def parse_input_size(text: str) -> tuple[int, int, int]:
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="registered model name (see `factorconv list`)")
     p.add_argument("--conv", default="conv", help="operator replacing the spatial convs (default: conv)")
-    p.add_argument("--width", type=float, default=None, help="width multiplier (default: the model's, 1.0)")
+    p.add_argument("--width", type=number(), default=None, help="width multiplier (default: the model's, 1.0)")
     p.add_argument("--input", default=None, help="input size CxHxW (default: the model's, e.g. 3x32x32)")
-    p.add_argument("--num-classes", type=int, default=None,
+    p.add_argument("--num-classes", type=count(), default=None,
                    help="classifier outputs (default: the model's, 10 for CIFAR models, 1000 for ImageNet ones)")
     p.add_argument("--opt", action="append", metavar="KEY=VALUE", help="operator option, repeatable")
     p.add_argument("--model-opt", action="append", metavar="KEY=VALUE", help="model option, repeatable")
@@ -81,11 +116,16 @@ def _build(args: argparse.Namespace, device: str | None = None) -> tuple[torch.n
     input_size = parse_input_size(args.input) if args.input else entry.input_size
     kwargs = {"width": args.width, "num_classes": args.num_classes or entry.num_classes}
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    model_options = parse_options(args.model_opt, "--model-opt")
+    check_model_options(model_options, "--model-opt")
+    if device != "meta":  # count first on meta: a model too large for memory is an error, not a crash
+        with torch.device("meta"):
+            counted = create_model(args.model, conv=args.conv, in_chans=input_size[0],
+                                   conv_kwargs=parse_options(args.opt), **model_options, **kwargs)
+        check_memory(count_params(counted), 1, f"{args.model} at width {args.width or 1:g}")
     with torch.device(device) if device else contextlib.nullcontext():
-        model = create_model(
-            args.model, conv=args.conv, in_chans=input_size[0], conv_kwargs=parse_options(args.opt),
-            **parse_options(args.model_opt, "--model-opt"), **kwargs,
-        )
+        model = create_model(args.model, conv=args.conv, in_chans=input_size[0], conv_kwargs=parse_options(args.opt),
+                             **model_options, **kwargs)
     return model, input_size
 
 
@@ -204,43 +244,58 @@ def _parse_conv_options(items: Sequence[str] | None, flag: str = "--opt") -> dic
         conv, sep, option = item.partition(":")
         if not sep or not conv.strip():
             raise UsageError(f"{flag} expects CONV:KEY=VALUE (e.g. acdc:atoms=8), got {item!r}")
-        out.setdefault(conv.strip(), {}).update(parse_options([option]))
+        out.setdefault(conv.strip(), {}).update(parse_options([option], flag))
     return out
 
 
 def _default_study_dir(spec: Any) -> str:
-    budget = (spec.budget or "none").replace("=", "").replace(".", "p").lower()
+    budgets = spec.budgets
+    budget = (budgets[0].tag + (f"-sweep{len(budgets)}" if len(budgets) > 1 else "")) if budgets else "none"
     return str(Path("runs") / f"compare-{spec.model}-{spec.data}-{budget}-{spec.preset}")
 
 
+# `compare` exits with this when the study finished but some runs diverged or had not converged
+FLAGGED_EXIT = 3
+
+
+def _flagged_status(results: dict[str, Any]) -> int:
+    flags = results["flags"]
+    if flags["diverged"] or flags["not_converged"]:
+        print(f"factorconv: {flags['diverged']} run(s) diverged and {flags['not_converged']} had not converged; "
+              "see the health column of the report", file=sys.stderr)
+        return FLAGGED_EXIT
+    return 0
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .study import StudySpec, run_study, summarize
+    from .study import LocalExecutor, StudySpec, run_study, summarize_text
 
     spec = StudySpec(
         model=args.model, convs=[c.strip() for c in args.convs.split(",") if c.strip()], budget=args.budget,
-        data=args.data, data_dir=args.data_dir, preset=args.preset, seeds=args.seeds,
-        overrides=parse_options(args.set, "--set"), conv_kwargs=_parse_conv_options(args.opt),
-        model_kwargs=_parse_conv_options(args.model_opt, "--model-opt"),
+        data=args.data, data_dir=args.data_dir, preset=args.preset, seeds=args.seeds, reference=args.reference,
+        threads=args.threads_per_run, overrides=parse_options(args.set, "--set"),
+        conv_kwargs=_parse_conv_options(args.opt), model_kwargs=_parse_conv_options(args.model_opt, "--model-opt"),
         latency_batch=args.latency_batch, latency_repeats=args.latency_repeats,
         command="factorconv " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["compare"] else None,
-    )
+    ).validate()
+    workers = args.workers or max(1, (os.cpu_count() or 1) // spec.threads)
     out = args.out or _default_study_dir(spec)
-    results = run_study(spec, out, measure_latency=not args.no_latency)
+    results = run_study(spec, out, executor=LocalExecutor(workers), measure_latency=not args.no_latency)
     if args.json:
         print(json.dumps(results, indent=2, default=str))
     else:
-        print(summarize(results))
+        print(summarize_text(results))
         print(f"\nreport: {Path(out) / 'report.md'}   plot: {Path(out) / 'study.png'}   data: "
               f"{Path(out) / 'results.json'}")
-    return 0
+    return _flagged_status(results)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .study import build_report, summarize
+    from .study import build_report, summarize_text
 
     results = build_report(args.dir)
-    print(json.dumps(results, indent=2, default=str) if args.json else summarize(results))
-    return 0
+    print(json.dumps(results, indent=2, default=str) if args.json else summarize_text(results))
+    return _flagged_status(results)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -313,12 +368,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="factorconv",
         description="Efficient convolution operators: list, profile, and compare them on one backbone.",
     )
     parser.add_argument("--version", action="version", version=f"factorconv {__version__}")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--threads", type=count(), default=None, help="torch CPU threads (default: torch's)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -339,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "< --set. Every config field can be set with --set KEY=VALUE.")
     p.add_argument("--model", default=None, help="registered model (default resnet20)")
     p.add_argument("--conv", default=None, help="operator replacing the spatial convs (default: the model's)")
-    p.add_argument("--width", type=float, default=None, help="width multiplier")
+    p.add_argument("--width", type=number(), default=None, help="width multiplier")
     p.add_argument("--opt", action="append", metavar="KEY=VALUE", help="operator option, repeatable")
     p.add_argument("--model-opt", action="append", metavar="KEY=VALUE", help="model option, repeatable")
     p.add_argument("--data", default=None, help="data set: fashion-mnist (default), mnist, kmnist, cifar10, "
@@ -349,8 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="JSON or YAML file of config fields")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config field, repeatable "
                                                                         "(conv_kwargs.p=3 reaches into mappings)")
-    p.add_argument("--epochs", type=float, default=None, help="training epochs")
-    p.add_argument("--seed", type=int, default=None, help="random seed")
+    p.add_argument("--epochs", type=number(), default=None, help="training epochs")
+    p.add_argument("--seed", type=count(0), default=None, help="random seed")
     p.add_argument("--run-dir", default=None, help="run directory (default runs/<model>-<data>-<time>)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run saved in RUN_DIR exactly")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -366,33 +421,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_eval)
 
-    from .study import DEFAULT_BUDGET, DEFAULT_CONVS, DEFAULT_PRESET
+    from .study import DEFAULT_BUDGET, DEFAULT_CONVS, DEFAULT_PRESET, DEFAULT_SEEDS
 
     p = sub.add_parser(
         "compare", help="the main job: operators side by side on one backbone, budget-matched, with the Pareto front",
-        description="Train each operator on one backbone and recipe at the width that meets the budget, over "
-                    "--seeds seeds; time the deploy forms side by side; write a table with the Pareto front, "
-                    "report.md, study.png and results.json in --out. Rerunning the same command skips finished "
-                    "runs (more --seeds or --convs add runs). With no arguments: a quick study on Fashion-MNIST "
-                    "that takes about 9 minutes on 2 CPU cores.")
+        description="Train each operator on one backbone and recipe at the width that meets each budget (on the "
+                    "model that ships), over paired seeds; report mean, std and 95% CI per operator, the paired "
+                    "difference to --reference with its CI and a verdict, run health, the deploy forms' latency and "
+                    "the Pareto front, in report.md, study.png and results.json in --out. Rerunning skips finished "
+                    "runs (more --seeds, --convs or budget values add runs). Exit status 3: the study finished but "
+                    "some runs diverged or had not converged. With no arguments: the default study on "
+                    "Fashion-MNIST (see the README for its time on 2 CPU cores).")
     p.add_argument("--model", default="resnet20", help="backbone (default resnet20)")
     p.add_argument("--convs", default=",".join(DEFAULT_CONVS), help=f"operators (default {','.join(DEFAULT_CONVS)})")
     p.add_argument("--budget", default=DEFAULT_BUDGET,
-                   help=f"params=COUNT, macs=COUNT (k/M/G suffixes) or none: width 1 for all "
-                        f"(default {DEFAULT_BUDGET})")
+                   help="KIND=COUNT[,COUNT...] with KIND params (the deploy form's parameters), size (its bytes), "
+                        "macs, or train-params (parameters trained); k/M/G suffixes; several counts sweep the size; "
+                        f"none: width 1 for all (default {DEFAULT_BUDGET})")
+    p.add_argument("--reference", default=None,
+                   help="operator the others are compared with, seed by seed (default conv, or the first listed)")
     p.add_argument("--data", default="fashion-mnist", help="data set (as for train; default fashion-mnist)")
     p.add_argument("--data-dir", default=None, help="where the data set is")
     p.add_argument("--preset", default=DEFAULT_PRESET,
                    help=f"training recipe (default {DEFAULT_PRESET}; `factorconv train --list-presets`)")
-    p.add_argument("--seeds", type=int, default=1, help="seeds per operator (default 1)")
+    p.add_argument("--seeds", type=count(), default=DEFAULT_SEEDS, help=f"paired seeds per operator (default "
+                                                                    f"{DEFAULT_SEEDS})")
+    p.add_argument("--workers", type=count(), default=None,
+                   help="training runs at a time, each in its own process (default: CPU cores / --threads-per-run; "
+                        "on GPUs each worker takes one device)")
+    p.add_argument("--threads-per-run", type=count(), default=1,
+                   help="torch threads of every run (default 1; part of what a run computes, so fixed per study)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="training config field for every run")
     p.add_argument("--opt", action="append", metavar="CONV:KEY=VALUE", help="operator option, e.g. acdc:atoms=8")
     p.add_argument("--model-opt", action="append", metavar="CONV:KEY=VALUE",
                    help="backbone option for one operator's model, e.g. osep:shortcut=conv (o-ResNet)")
     p.add_argument("--out", default=None,
                    help="study directory (default: runs/compare-<model>-<data>-<budget>-<preset>)")
-    p.add_argument("--latency-batch", type=int, default=1, help="batch of the latency measurement (default 1)")
-    p.add_argument("--latency-repeats", type=int, default=30, help="interleaved timing repetitions (default 30)")
+    p.add_argument("--latency-batch", type=count(), default=1, help="batch of the latency measurement (default 1)")
+    p.add_argument("--latency-repeats", type=count(), default=30, help="interleaved timing repetitions (default 30)")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--json", action="store_true", help="print results.json instead of the table")
     p.set_defaults(func=_cmd_compare)
@@ -407,9 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fold", action="store_true", help="deploy form of every operator")
     p.add_argument("--pack", action="store_true", help="bit-packed BDSC configurations")
     p.add_argument("--check", action="store_true", help="compare the exported model with PyTorch")
-    p.add_argument("--check-images", type=int, default=512, help="test images for --check (default 512)")
-    p.add_argument("--check-batch", type=int, default=64, help="batch for --check (default 64)")
-    p.add_argument("--tolerance", type=float, default=1e-4, help="largest relative logit error --check accepts")
+    p.add_argument("--check-images", type=count(), default=512, help="test images for --check (default 512)")
+    p.add_argument("--check-batch", type=count(), default=64, help="batch for --check (default 64)")
+    p.add_argument("--tolerance", type=number(0.0), default=1e-4, help="largest relative logit error --check accepts")
     p.add_argument("--dynamo", action="store_true", help="ONNX: the torch.export-based exporter")
     p.add_argument("--out", default=None, help="output file (default: in the run directory)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -424,8 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="resnet20", help="backbone for `models` (default resnet20)")
     p.add_argument("--convs", default=None, help="operators (default: every registered one)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument("--batch", type=int, default=None, help="batch (default 32)")
-    p.add_argument("--repeats", type=int, default=None, help="interleaved repetitions (default 20 ops, 15 models)")
+    p.add_argument("--batch", type=count(), default=None, help="batch (default 32)")
+    p.add_argument("--repeats", type=count(), default=None, help="interleaved repetitions (default 20 ops, 15 models)")
     p.add_argument("--out", default=None, help="also write bench_<suite>_<device>.json/.md in this directory")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_bench)
@@ -446,14 +512,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .study import StudyError
     from .train import CheckpointError, RunDirError, TrainError
 
+    def fail(message: str, status: int) -> int:
+        print(f"factorconv {args.command}: {message}", file=sys.stderr)
+        return status
+
     try:
         return int(args.func(args))
     except (ValueError, UsageError) as err:
-        print(f"factorconv {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return fail(f"error: {_one_line(err)}", 2)
     except (DatasetError, TrainError, CheckpointError, RunDirError, StudyError) as err:
-        print(f"factorconv {args.command}: error: {err}", file=sys.stderr)
-        return 1
+        return fail(f"error: {_one_line(err)}", 1)
+    except KeyboardInterrupt as err:
+        hint = getattr(err, "resume_hint", "")
+        return fail("interrupted" + (f"; {hint}" if hint else ""), 130)
+    except BrokenPipeError:  # `factorconv list | head`: the reader left; say nothing more
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (MemoryError, RuntimeError) as err:
+        if not isinstance(err, MemoryError) and "allocate" not in str(err):
+            raise  # a real bug: its traceback is what a report needs
+        return fail(f"error: not enough memory for what was asked ({_one_line(err) or 'MemoryError'}); use a "
+                    "smaller width, batch or model", 1)
+
+
+def _one_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
 
 
 if __name__ == "__main__":

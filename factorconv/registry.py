@@ -11,6 +11,7 @@ import difflib
 import fnmatch
 import functools
 import inspect
+import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -19,8 +20,12 @@ from typing import Any
 from torch import nn
 
 __all__ = [
+    "ACT_LAYERS",
+    "NORM_LAYERS",
+    "RESERVED_MODEL_OPTIONS",
     "ConvEntry",
     "ModelEntry",
+    "check_model_options",
     "conv_entry",
     "create_conv2d",
     "create_model",
@@ -42,9 +47,10 @@ class ConvEntry:
     builder: ConvBuilder
     # Whether backbones replace their stem conv with this operator by default (ACDC does, as its paper).
     replace_stem: bool = False
-    # Called once with the whole model after a backbone is built or converted with this operator;
-    # operators whose parameters span layers (ACDC's shared coefficient banks) bind them here.
-    finalize: Callable[[nn.Module], None] | None = None
+    # Called once with the whole model after a backbone is built or converted with this operator, as
+    # finalize(model, input_size=(C, H, W) or None, example=an input or None); operators whose parameters span
+    # layers (ACDC's shared coefficient banks) bind them here.
+    finalize: Callable[..., None] | None = None
     description: str = ""
 
 
@@ -74,12 +80,13 @@ def register_conv(
     name: str,
     *,
     replace_stem: bool = False,
-    finalize: Callable[[nn.Module], None] | None = None,
+    finalize: Callable[..., None] | None = None,
 ) -> Callable[[ConvBuilder], ConvBuilder]:
     """Decorator registering an operator class (or builder function) under `name`.
 
     The builder is called as `builder(in_ch, out_ch, kernel_size, stride=, padding=, dilation=, groups=,
-    bias=, **op_kwargs)`. A class may define a `finalize_model(model)` classmethod instead of `finalize`.
+    bias=, **op_kwargs)`. A class may define a `finalize_model(model, input_size=None, example=None)`
+    classmethod instead of `finalize`.
     """
 
     def decorator(builder: ConvBuilder) -> ConvBuilder:
@@ -211,6 +218,43 @@ def _check_kwargs(fn: Callable[..., Any], kwargs: dict[str, Any], what: str, ski
         )
 
 
+# create_model's own arguments: a model option of the same name would be passed twice
+RESERVED_MODEL_OPTIONS = ("conv", "width", "num_classes", "in_chans", "conv_kwargs")
+# Layers a model option may name as text (a command line cannot pass a class): norm_layer=groupnorm
+NORM_LAYERS: dict[str, Callable[[int], nn.Module]] = {
+    "batchnorm": nn.BatchNorm2d, "bn": nn.BatchNorm2d, "identity": lambda _: nn.Identity(),
+    "groupnorm": lambda c: nn.GroupNorm(math.gcd(c, 32), c),
+    "instancenorm": lambda c: nn.InstanceNorm2d(c, affine=True),
+}
+ACT_LAYERS: dict[str, Callable[[], nn.Module]] = {
+    "relu": functools.partial(nn.ReLU, inplace=True), "relu6": functools.partial(nn.ReLU6, inplace=True),
+    "silu": functools.partial(nn.SiLU, inplace=True), "hardswish": functools.partial(nn.Hardswish, inplace=True),
+    "gelu": nn.GELU, "identity": nn.Identity,
+}
+
+
+def check_model_options(options: dict[str, Any], what: str = "model option") -> None:
+    """Raise ValueError for a model option that create_model takes as its own argument."""
+    clash = [k for k in options if k in RESERVED_MODEL_OPTIONS]
+    if clash:
+        raise ValueError(f"{what} {clash[0]!r} is not a model option: it has a setting of its own (conv, width, "
+                         "num_classes, in_chans and conv_kwargs are set directly, e.g. --width, --conv, --opt)")
+
+
+def _resolve_layers(model_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """norm_layer / act_layer given by name -> the layer; anything else must be callable."""
+    out = dict(model_kwargs)
+    for key, table in (("norm_layer", NORM_LAYERS), ("act_layer", ACT_LAYERS)):
+        value = out.get(key)
+        if isinstance(value, str):
+            if value.lower() not in table:
+                raise ValueError(f"model option {key}={value!r}: expected one of {', '.join(table)} (or a callable)")
+            out[key] = table[value.lower()]
+        elif key in out and value is not None and not callable(value):
+            raise ValueError(f"model option {key}={value!r}: expected a layer name ({', '.join(table)}) or a callable")
+    return out
+
+
 def create_model(
     name: str,
     *,
@@ -229,6 +273,10 @@ def create_model(
     options through). The model gets a `build_config` attribute (a JSON-able dict of what it was built with).
     """
     entry = model_entry(name)
+    if width is not None and (isinstance(width, bool) or not isinstance(width, int | float)
+                              or not math.isfinite(width) or width <= 0):
+        raise ValueError(f"width must be a finite positive number, got {width!r}")
+    model_kwargs = _resolve_layers(model_kwargs)
     model_kwargs = {k: v for k, v in {**model_kwargs, "conv": conv, "width": width}.items() if v is not None}
     _check_kwargs(entry.builder, model_kwargs, f"model {name!r}")
     if isinstance(conv, str):
@@ -240,7 +288,7 @@ def create_model(
     if isinstance(conv, str):
         finalize = conv_entry(conv).finalize
         if finalize is not None:
-            finalize(model)
+            finalize(model, input_size=(in_chans, *entry.input_size[1:]))
         model.build_config = {
             "model": name, "conv": conv, "width": width, "num_classes": num_classes, "in_chans": in_chans,
             "conv_kwargs": dict(conv_kwargs or {}), **model_kwargs,

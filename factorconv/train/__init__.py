@@ -6,6 +6,7 @@ from .config import SCHEDULES, TrainConfig, apply_overrides, load_config_file
 from .engine import (
     RESUME_SAFE_FIELDS,
     Callback,
+    DivergedError,
     Trainer,
     TrainError,
     build_model,
@@ -25,6 +26,7 @@ __all__ = [
     "SCHEDULES",
     "Callback",
     "CheckpointError",
+    "DivergedError",
     "Preset",
     "RunDir",
     "RunDirError",

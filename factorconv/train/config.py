@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -72,9 +73,15 @@ class TrainConfig:
     preset: str | None = None
 
     def validate(self) -> TrainConfig:
-        """Raise ValueError naming the first bad field; return self."""
+        """Raise ValueError naming the first bad field; return self. Every field is first checked against its
+        declared type (so a field added later is checked too), then the fields' ranges and combinations."""
         def bad(name: str, expected: str) -> ValueError:
             return ValueError(f"config field {name!r} = {getattr(self, name)!r}: expected {expected}")
+
+        for f in fields(self):
+            expected = _type_error(getattr(self, f.name), str(f.type))
+            if expected:
+                raise bad(f.name, expected)
 
         for name, choices in (("schedule", SCHEDULES), ("amp", _AMP), ("progress", _PROGRESS),
                               ("device", _DEVICES)):
@@ -113,9 +120,11 @@ class TrainConfig:
             raise bad("onecycle_pct", "a number in (0, 1)")
         if self.augment_pad < 0:
             raise bad("augment_pad", "an integer >= 0")
-        for name in ("conv_kwargs", "model_kwargs"):
-            if not isinstance(getattr(self, name), dict):
-                raise bad(name, "a mapping")
+        if self.seed < 0:
+            raise bad("seed", "an integer >= 0")
+        from ..registry import check_model_options
+
+        check_model_options(self.model_kwargs, "config field 'model_kwargs': key")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,6 +136,37 @@ class TrainConfig:
         if unknown:
             raise ValueError(_unknown_message(sorted(unknown)[0]))
         return cls(**values)
+
+
+_TYPE_WORDS = {"bool": "true or false", "int": "an integer", "float": "a finite number", "str": "a string",
+               "list[float]": "a list of finite numbers", "dict[str, Any]": "a mapping"}
+
+
+def _type_error(value: Any, annotation: str) -> str | None:
+    """None when `value` fits the declared type (e.g. 'float | None'), else what the field expects. bool is
+    not an int here, an int is a float, and floats must be finite (nan and inf are never a setting)."""
+    kinds = [k.strip() for k in annotation.split("|")]
+    for kind in kinds:
+        if kind == "None" and value is None:
+            return None
+        if kind == "bool" and isinstance(value, bool):
+            return None
+        if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+            return None
+        if kind == "float" and _finite_number(value):
+            return None
+        if kind == "str" and isinstance(value, str):
+            return None
+        if kind.startswith("list[") and isinstance(value, list) and all(_finite_number(v) for v in value):
+            return None
+        if kind.startswith("dict[") and isinstance(value, dict):
+            return None
+    words = [_TYPE_WORDS.get(k, k) for k in kinds if k != "None"]
+    return " or ".join(words) + (" or null" if "None" in kinds else "")
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _unknown_message(key: str) -> str:
@@ -146,7 +186,7 @@ def _coerce(key: str, value: Any) -> Any:
     if kind.startswith("float") and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind.startswith("list[float]") and isinstance(value, list | tuple):
-        return [float(v) for v in value]
+        return [float(v) if _finite_number(v) else v for v in value]  # anything else: validate() names it
     if kind.startswith("str") and isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
     return value

@@ -25,12 +25,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..accounting import profile
+from ..accounting import check_memory, count_params, profile
 from ..data import Augment, DatasetError, ImageSet, TensorLoader, load_dataset
 from ..registry import create_model
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig, apply_overrides, load_config_file
 from .distributed import DistContext, all_reduce_sum, broadcast_buffers, init_distributed, shutdown_distributed
+from .health import DIVERGED, LossTrace, assess
 from .presets import preset_values
 from .progress import Progress
 from .rundir import RunDir, RunDirError, environment
@@ -39,6 +40,7 @@ from .schedule import lr_at
 __all__ = [
     "RESUME_SAFE_FIELDS",
     "Callback",
+    "DivergedError",
     "TrainError",
     "Trainer",
     "build_model",
@@ -51,6 +53,10 @@ __all__ = [
 
 Callback = Callable[[str, dict[str, Any]], None]
 
+# The test subset is the same images whatever the run's seed: runs of different seeds (and operators) are
+# scored on the same images, so the seed-to-seed spread is training noise alone, not test-sampling noise.
+TEST_SUBSET_SEED = 0
+
 # Fields a resumed run may change without changing what it computes up to the checkpoint.
 RESUME_SAFE_FIELDS = frozenset({"epochs", "steps", "run_dir", "eval_every", "checkpoint_every", "log_every",
                                 "progress", "threads", "data_dir", "download", "device"})
@@ -59,6 +65,15 @@ RESUME_SAFE_FIELDS = frozenset({"epochs", "steps", "run_dir", "eval_every", "che
 class TrainError(RuntimeError):
     """Training cannot go on (a non-finite loss, an unusable run directory or checkpoint); the message says
     what happened and where the last good state is."""
+
+
+class DivergedError(TrainError):
+    """The loss (or the weights, or the gradient norm) became non-finite: the run stopped before that update
+    and wrote a result.json with status "diverged" (`result` holds it)."""
+
+    def __init__(self, message: str, result: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 def resolve_config(
@@ -226,6 +241,11 @@ class Trainer:
             if cfg.deterministic:
                 torch.use_deterministic_algorithms(True, warn_only=True)
             return self._fit(ctx)
+        except KeyboardInterrupt as err:  # checkpoints are atomic: the last one is whole; say how to go on
+            ckpt = self.run.checkpoint
+            err.resume_hint = (f"the last checkpoint, {ckpt}, is intact: continue with `factorconv train --resume "
+                               f"{self.run.path}`" if ckpt.exists() else "no checkpoint had been written yet")
+            raise
         finally:
             torch.set_num_threads(threads)
             torch.use_deterministic_algorithms(deterministic)
@@ -253,7 +273,7 @@ class Trainer:
         train_set, test_set = self._load_data(ctx)
         mean, std = (saved["mean"], saved["std"]) if saved else train_set.mean_std()
         train_set = train_set.subset(cfg.train_subset, cfg.seed)
-        test_set = test_set.subset(cfg.test_subset, cfg.seed)
+        test_set = test_set.subset(cfg.test_subset, TEST_SUBSET_SEED)
         device = ctx.device
         amp = _amp_dtype(cfg, device)
         channels_last = cfg.channels_last if cfg.channels_last is not None else (device.type == "cpu" or
@@ -270,6 +290,10 @@ class Trainer:
             raise TrainError(f"{len(train_set)} training images make no batch of {cfg.batch_size}; lower batch_size")
         total = cfg.steps if cfg.steps is not None else max(1, round(cfg.epochs * steps_per_epoch))
 
+        if device.type == "cpu":  # count on meta first: a model too large to train is an error, not a crash
+            with torch.device("meta"):
+                counted = build_model(cfg, train_set.num_classes, train_set.channels)
+            check_memory(count_params(counted), 4, f"{cfg.model} (conv={cfg.conv}, width={cfg.width})")
         torch.manual_seed(cfg.seed)
         model = build_model(cfg, train_set.num_classes, train_set.channels).to(device)
         if channels_last:
@@ -291,6 +315,8 @@ class Trainer:
         train_seconds, seconds_before = 0.0, 0.0
         best = {"test_acc": None, "epoch": None}
         last_eval: dict[str, float | None] = {"test_loss": None, "test_acc": None}
+        trace = LossTrace(total, saved.get("loss_trace") if saved else None)
+        record: dict[str, Any] = dict(saved.get("last_record") or {}) if saved else {}
         if saved is not None:
             net.load_state_dict(saved["model"])
             opt.load_state_dict(saved["optimizer"])
@@ -302,6 +328,9 @@ class Trainer:
             sums = list(saved["sums"])
             train_seconds, seconds_before = saved["train_seconds"], saved["seconds"]
             best, last_eval = dict(saved["best"]), dict(saved["last_eval"])
+            if step > total:
+                raise TrainError(f"{self.run.path} is at step {step}, past the {total} steps asked for; a run cannot "
+                                 f"be shortened: resume it with at least {step} steps, or train a new run")
             if ctx.is_main:
                 self.run.truncate_metrics(step)
         if ctx.is_main:
@@ -320,6 +349,29 @@ class Trainer:
                            f"{', channels_last' if channels_last else ''}{f', amp {amp}' if amp else ''}) "
                            f"-> {self.run.path}" + (f" (resumed at step {step})" if saved else ""))
 
+        def summary(status: str, health: dict[str, Any]) -> dict[str, Any]:
+            prof = profile(net, tuple(train_set.images.shape[1:]))
+            return {
+                "status": status, "run_dir": str(self.run.path), "model": cfg.model, "conv": cfg.conv,
+                "width": cfg.width, "data": cfg.data, "preset": cfg.preset, "health": health,
+                "loss_trace": trace.finished(), "steps": step, "epochs": step / steps_per_epoch,
+                "train_seconds": train_seconds, "seconds": seconds_before + time.perf_counter() - t_start,
+                "world_size": ctx.world_size, "device": str(device), "amp": str(amp) if amp else None,
+                "channels_last": channels_last,
+                "profile": {k: getattr(prof, k) for k in ("params", "param_bits", "buffers", "macs", "deploy_params",
+                                                          "deploy_macs", "size_bytes")},
+                "config": cfg.to_dict(), "environment": environment(),
+            }
+
+        def diverged(message: str) -> DivergedError:
+            """The error to raise for a non-finite loss, weight or gradient, after recording the run as
+            diverged in result.json (a study then reports it instead of training it again)."""
+            result = summary(DIVERGED, assess((), nonfinite=True) | {"reason": message})
+            result.update(test_loss=None, test_acc=None, train_loss=None, train_acc=None)
+            if ctx.is_main:
+                self.run.write("result.json", result)
+            return DivergedError(message, result)
+
         def checkpoint() -> None:
             if not ctx.is_main:
                 return
@@ -327,12 +379,12 @@ class Trainer:
                            if t.is_floating_point() and not torch.isfinite(t).all()), None)
             if broken is not None:  # a finite loss can still come with an update that overflowed the weights
                 progress.close()
-                raise TrainError(f"{broken} became NaN/inf by step {step}; this state was not saved; "
-                                 + self._last_good())
+                raise diverged(f"{broken} became NaN/inf by step {step}; this state was not saved; "
+                               + self._last_good())
             state = self._state(model, opt, scaler, {
                 "step": step, "epoch": epoch, "batch": batch, "sums": sums, "train_seconds": train_seconds,
                 "seconds": seconds_before + time.perf_counter() - t_start, "best": best, "last_eval": last_eval,
-                "mean": mean, "std": std})
+                "mean": mean, "std": std, "loss_trace": trace.state_dict(), "last_record": record})
             try:
                 save_checkpoint(state, self.run.checkpoint)
             except CheckpointError as err:
@@ -356,7 +408,7 @@ class Trainer:
                 stats = all_reduce_sum(stats, ctx).tolist()
                 if stats[3]:
                     progress.close()
-                    raise TrainError(self._nonfinite_message(step, epoch))
+                    raise diverged(self._nonfinite_message(step, epoch))
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if cfg.grad_clip is not None:
@@ -364,7 +416,7 @@ class Trainer:
                     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                     if not torch.isfinite(norm) and amp != torch.float16:
                         progress.close()
-                        raise TrainError(self._nonfinite_message(step, epoch, "gradient norm"))
+                        raise diverged(self._nonfinite_message(step, epoch, "gradient norm"))
                 scaler.step(opt)
                 scaler.update()
                 with torch.no_grad():
@@ -372,6 +424,7 @@ class Trainer:
                         m.after_optimizer_step()
                 step += 1
                 batch += 1
+                trace.add(stats[0] / stats[2])
                 sums = [sums[0] + stats[0], sums[1] + stats[1], sums[2] + stats[2]]
                 loss_avg, acc_avg = sums[0] / sums[2], sums[1] / sums[2]
                 progress.step(step, epoch, loss_avg, acc_avg, lr)
@@ -388,9 +441,9 @@ class Trainer:
             train_seconds += time.perf_counter() - t_epoch
             epoch_done = batch >= steps_per_epoch
             finished = step >= total
-            record: dict[str, Any] = {"kind": "epoch", "step": step, "epoch": epoch + batch / steps_per_epoch,
-                                      "train_loss": sums[0] / max(sums[2], 1), "train_acc": sums[1] / max(sums[2], 1),
-                                      "lr": lr_at(cfg, step - 1, steps_per_epoch, total)}
+            record = {"kind": "epoch", "step": step, "epoch": epoch + batch / steps_per_epoch,
+                      "train_loss": sums[0] / max(sums[2], 1), "train_acc": sums[1] / max(sums[2], 1),
+                      "lr": lr_at(cfg, step - 1, steps_per_epoch, total)}
             if finished or (epoch_done and cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
                 test_loss, test_acc = evaluate_model(model, test_loader, ctx, amp)
                 last_eval = {"test_loss": test_loss, "test_acc": test_acc}
@@ -410,19 +463,11 @@ class Trainer:
             checkpoint()
         progress.close()
 
-        seconds = seconds_before + time.perf_counter() - t_start
-        prof = profile(net, tuple(train_set.images.shape[1:]))
-        result = {
-            "status": "done", "run_dir": str(self.run.path), "model": cfg.model, "conv": cfg.conv, "width": cfg.width,
-            "data": cfg.data, "preset": cfg.preset, **last_eval, "best_test_acc": best["test_acc"],
-            "best_epoch": best["epoch"], "train_loss": record["train_loss"], "train_acc": record["train_acc"],
-            "steps": step, "epochs": step / steps_per_epoch, "train_seconds": train_seconds, "seconds": seconds,
-            "world_size": ctx.world_size, "device": str(device), "amp": str(amp) if amp else None,
-            "channels_last": channels_last,
-            "profile": {k: getattr(prof, k) for k in ("params", "param_bits", "buffers", "macs", "deploy_params",
-                                                      "deploy_macs", "size_bytes")},
-            "config": cfg.to_dict(), "environment": environment(),
-        }
+        if not record:  # resumed at the end of a run whose checkpoint predates the saved last record
+            record = {"train_loss": sums[0] / max(sums[2], 1), "train_acc": sums[1] / max(sums[2], 1)}
+        result = summary("done", assess(trace.finished()))
+        result.update(**last_eval, best_test_acc=best["test_acc"], best_epoch=best["epoch"],
+                      train_loss=record["train_loss"], train_acc=record["train_acc"])
         if ctx.is_main:
             self.run.write("result.json", result)
         self._emit("end", {"step": step, "result": result})
@@ -463,13 +508,24 @@ def load_trained(
         state = load_checkpoint(path)
     except CheckpointError as err:
         raise TrainError(str(err)) from None
-    cfg = TrainConfig.from_dict(state["config"])
+    try:
+        cfg = TrainConfig.from_dict(state["config"]).validate()
+    except (ValueError, TypeError) as err:
+        raise TrainError(f"{path}: the checkpoint's config is not valid ({err})") from None
     if data_dir is not None:
         cfg.data_dir = data_dir
     test = load_dataset(cfg.data, "test", cfg.data_dir, False, cfg.data_verify, cfg.image_size)
-    test = test.subset(cfg.test_subset, cfg.seed)
+    test = test.subset(cfg.test_subset, TEST_SUBSET_SEED)
     model = build_model(cfg, test.num_classes, test.channels)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, TypeError, KeyError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise TrainError(f"{path}: the checkpoint's weights do not fit the model its config describes ({cfg.model}, "
+                         f"conv={cfg.conv}, width={cfg.width}): {first}") from None
+    for key in ("mean", "std"):
+        if key not in state:
+            raise TrainError(f"{path} is not a complete training checkpoint: it has no {key!r} (input normalisation)")
     return model.eval(), cfg, state, test
 
 

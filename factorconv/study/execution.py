@@ -1,0 +1,174 @@
+"""Executing a study's runs: `RunTask` (one training run: its config and a label), `execute_run` (what runs a
+task anywhere: reuse a finished result, resume a checkpoint, or train), and the `Executor` interface with the
+local implementation (`LocalExecutor`: in this process, or N worker processes).
+
+An executor only decides where and when `execute_run` is called; a run's numbers are decided by its config
+alone (the threads of a run are a config field), so the same task gives the same result on any executor, in
+any order, and a study can be finished on another executor than the one it started on. A cluster executor
+implements `Executor.run` the same way.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import json
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+__all__ = ["BOOKKEEPING", "Executor", "LocalExecutor", "RunTask", "StudyError", "execute_run", "finished_result"]
+
+# Config fields that say where or how visibly a run ran, not what it computed: a rerun may change them.
+BOOKKEEPING = frozenset({"run_dir", "progress", "log_every", "data_dir", "device", "download", "checkpoint_every",
+                         "eval_every"})
+
+
+class StudyError(RuntimeError):
+    """A study cannot go on (its directory holds a different study, a run failed); the message says which."""
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """One training run of a study: the full training config (a dict, so any executor can ship it) and a
+    label for progress lines."""
+
+    config: dict[str, Any]
+    label: str
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.config["run_dir"])
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _computing(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in cfg.items() if k not in BOOKKEEPING}
+
+
+def finished_result(config: dict[str, Any]) -> dict[str, Any] | None:
+    """The result.json of the run `config` describes when it finished (done, or diverged: rerunning a
+    deterministic run that diverged would diverge again); None when it has not. A finished run whose saved
+    config computes something else is an error, never silently reused."""
+    run = Path(config["run_dir"])
+    done = _read_json(run / "result.json")
+    if done is None or done.get("status") not in ("done", "diverged"):
+        return None
+    saved, wanted = _computing(done.get("config", {})), _computing(config)
+    changed = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
+    if changed:
+        raise StudyError(f"{run} holds a finished run with different settings ({', '.join(changed)}); use another "
+                         "--out for a different study, or delete that run to retrain it")
+    return done
+
+
+def execute_run(config: dict[str, Any]) -> dict[str, Any]:
+    """Train the run `config` describes, or resume it from its checkpoint, or return its finished result.
+    A run whose loss goes non-finite returns its result with status "diverged" (the study reports it)."""
+    from ..train import DivergedError, TrainConfig, fit
+
+    done = finished_result(config)
+    if done is not None:
+        return done
+    cfg = TrainConfig.from_dict(config)
+    resume = (Path(cfg.run_dir) / "checkpoint.pt").exists()
+    try:
+        return fit(cfg, resume=resume)
+    except DivergedError as err:
+        return err.result
+
+
+class Executor(Protocol):
+    """Where a study's runs execute. `run` calls `execute_run(task.config)` for every task, somewhere, and
+    `done(task, result)` in the calling process as each finishes (in any order); it raises StudyError when a
+    run fails for another reason than divergence, after the runs already started have ended."""
+
+    name: str
+
+    def run(self, tasks: Sequence[RunTask], done: Callable[[RunTask, dict[str, Any]], None]) -> None: ...
+
+
+def _init_worker(devices: Any) -> None:
+    """In a fresh worker process: take one GPU of the queue (each worker its own device) when there are GPUs."""
+    try:
+        index = devices.get_nowait()
+    except Exception:  # no GPU queue, or more workers than GPUs: they share the default device
+        return
+    os.environ["CUDA_VISIBLE_DEVICES"] = str(index)
+
+
+class LocalExecutor:
+    """`workers` runs at a time on this machine: in this process when 1, else in worker processes (spawned,
+    so each starts clean; on a machine with GPUs each worker gets its own device)."""
+
+    name = "local"
+
+    def __init__(self, workers: int = 1) -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"--workers must be a positive integer, got {workers!r}")
+        self.workers = workers
+
+    def run(self, tasks: Sequence[RunTask], done: Callable[[RunTask, dict[str, Any]], None]) -> None:
+        if self.workers == 1 or len(tasks) <= 1:
+            for task in tasks:
+                done(task, _guarded(task))
+            return
+        ctx = multiprocessing.get_context("spawn")
+        devices = ctx.Queue()
+        import torch
+
+        for index in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
+            devices.put(index)
+        failure: BaseException | None = None
+        with futures.ProcessPoolExecutor(min(self.workers, len(tasks)), mp_context=ctx, initializer=_init_worker,
+                                         initargs=(devices,)) as pool:
+            pending = {pool.submit(execute_run, task.config): task for task in tasks}
+            try:
+                for future in futures.as_completed(pending):
+                    task = pending[future]
+                    try:
+                        result = future.result()
+                    except BaseException as err:
+                        failure = failure or _failed(task, err)
+                        for other in pending:
+                            other.cancel()
+                        continue
+                    done(task, result)
+            except KeyboardInterrupt:
+                for other in pending:
+                    other.cancel()
+                raise
+        if failure is not None:
+            raise failure
+
+
+def _failed(task: RunTask, err: BaseException) -> StudyError:
+    if isinstance(err, StudyError):
+        return err
+    first = (str(err).splitlines() or [""])[0]
+    return StudyError(f"{task.label} failed ({type(err).__name__}: {first}); its run directory {task.run_dir} keeps "
+                      "its last checkpoint, and rerunning the study resumes it")
+
+
+def _guarded(task: RunTask) -> dict[str, Any]:
+    from ..train import TrainError
+
+    try:
+        return execute_run(task.config)
+    except StudyError:
+        raise
+    except (TrainError, ValueError, OSError) as err:
+        raise _failed(task, err) from None
+
+
+def log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)

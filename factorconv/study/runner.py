@@ -1,0 +1,168 @@
+"""Running a study end to end: `run_study(spec, out)` checks the spec against what `out` already holds (a
+study may grow: more operators, seeds or budget values), matches widths to the budgets, plans one run per
+(operator, width, seed), hands the unfinished ones to an executor, measures the deploy forms' latency and
+writes the report.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from ..train.health import DIVERGED
+from ..train.rundir import write_json
+from .execution import Executor, LocalExecutor, RunTask, StudyError, finished_result, log
+from .latency import measure_latencies
+from .report import build_report, run_dir_of
+from .spec import Budget, StudySpec, match_widths, parse_budgets
+
+__all__ = ["plan_runs", "run_study"]
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _merge_saved(spec: StudySpec, saved: dict[str, Any], out: Path) -> None:
+    """Grow `spec` by what the saved study has (operators, seeds, budget values, options), or refuse a
+    directory that holds a study computing something else."""
+    old = StudySpec.from_dict(saved)
+    mine, theirs = spec.identity(), old.identity()
+    common = [c for c in spec.convs if c in old.convs]  # operators added now have nothing to agree with
+    for key in ("conv_kwargs", "model_kwargs"):
+        mine[key] = {c: mine[key][c] for c in common}
+        theirs[key] = {c: theirs[key][c] for c in common}
+    if mine != theirs:
+        diff = sorted(k for k in mine if mine[k] != theirs[k])
+        raise StudyError(f"{out} holds a study with other settings ({', '.join(diff)}); choose another --out")
+    budgets = sorted(set(old.budgets) | set(spec.budgets))
+    if budgets:
+        spec.budget = f"{budgets[0].by}=" + ",".join(format(b.value, ".15g") for b in budgets)
+    spec.convs = list(dict.fromkeys(old.convs + spec.convs))
+    spec.seeds = max(spec.seeds, old.seeds)
+    spec.conv_kwargs = {**old.conv_kwargs, **spec.conv_kwargs}
+    spec.model_kwargs = {**old.model_kwargs, **spec.model_kwargs}
+    if spec.reference is None:
+        spec.reference = old.reference
+
+
+def _input_shape(spec: StudySpec) -> tuple[tuple[int, int, int], int]:
+    """(C, H, W) and the class count of the data set, from its test split."""
+    from ..data import load_dataset
+    from ..train import resolve_config
+
+    cfg = resolve_config(spec.preset, None, {"data": spec.data, "data_dir": spec.data_dir, **spec.overrides})
+    test = load_dataset(cfg.data, "test", cfg.data_dir, cfg.download, cfg.data_verify, cfg.image_size)
+    return tuple(test.images.shape[1:]), test.num_classes
+
+
+def _run_config(spec: StudySpec, run_dir: Path, conv: str, width: float, seed: int, quiet: bool) -> dict[str, Any]:
+    from ..train import resolve_config
+
+    fields = {"model": spec.model, "conv": conv, "width": width, "conv_kwargs": spec.options(conv),
+              "model_kwargs": spec.backbone_options(conv), "data": spec.data, "data_dir": spec.data_dir, "seed": seed,
+              "threads": spec.threads, "run_dir": str(run_dir)}
+    overrides = {k: v for k, v in spec.overrides.items() if k != "model_kwargs"}
+    if quiet:
+        overrides.setdefault("progress", "off")
+    cfg = resolve_config(spec.preset, None, {**{k: v for k, v in fields.items() if v is not None}, **overrides})
+    return cfg.to_dict()
+
+
+def plan_runs(spec: StudySpec, out: Path, widths: dict[tuple[str, Budget | None], tuple[float, int | None]],
+              quiet: bool = False) -> list[RunTask]:
+    """One task per distinct (operator, width, seed), seed-major so that early results cover every operator;
+    two budgets that give an operator the same width share its runs."""
+    tasks: dict[Path, RunTask] = {}
+    budgets: list[Budget | None] = list(spec.budgets) or [None]
+    for seed in range(spec.seeds):
+        for budget in budgets:
+            for conv in spec.convs:
+                width = widths[(conv, budget)][0]
+                run_dir = run_dir_of(out, conv, width, seed)
+                if run_dir not in tasks:
+                    where = f" @ {budget}" if budget else ""
+                    tasks[run_dir] = RunTask(_run_config(spec, run_dir, conv, width, seed, quiet),
+                                             f"{conv}{where} (width {width:g}) seed {seed}")
+    return list(tasks.values())
+
+
+def _describe(result: dict[str, Any]) -> str:
+    if result.get("status") == DIVERGED:
+        return "DIVERGED (" + result.get("health", {}).get("reason", "non-finite loss") + ")"
+    health = result.get("health") or {}
+    flag = "" if health.get("status", "ok") == "ok" else f" [{health['status']}]"
+    return f"{100 * result['test_acc']:.2f}%{flag}, {result.get('train_seconds', 0):.0f} s training"
+
+
+def run_study(spec: StudySpec, out: str | Path, *, executor: Executor | None = None,
+              measure_latency: bool = True) -> dict[str, Any]:
+    """Run (or finish) the study in `out` and write its report; returns the results (also results.json)."""
+    spec.validate()
+    executor = executor or LocalExecutor(1)
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise StudyError(f"cannot use {out} as the study directory: {err.strerror or err}") from None
+    saved = _read_json(out / "study.json")
+    if saved is not None:
+        _merge_saved(spec, saved, out)
+    parse_budgets(spec.budget)
+    input_size, num_classes = _input_shape(spec)
+    widths = match_widths(spec, input_size, num_classes)
+    by_budget: dict[str, dict[str, float]] = {}
+    for (conv, budget), (width, _) in widths.items():
+        by_budget.setdefault(str(budget) if budget else "none", {})[conv] = width
+    try:
+        write_json(out / "study.json", {**asdict(spec), "widths": by_budget})
+    except OSError as err:
+        raise StudyError(f"cannot write {out / 'study.json'}: {err.strerror or err}") from None
+
+    workers = getattr(executor, "workers", 1)
+    tasks = plan_runs(spec, out, widths, quiet=workers > 1)
+    pending = []
+    for task in tasks:
+        done = finished_result(task.config)
+        if done is None:
+            pending.append(task)
+    finished = len(tasks) - len(pending)
+    if finished:
+        log(f"{finished} of {len(tasks)} runs finished before: skipped")
+    t0 = time.perf_counter()
+    count = [finished]
+
+    def report(task: RunTask, result: dict[str, Any]) -> None:
+        count[0] += 1
+        log(f"[{count[0]}/{len(tasks)}] {task.label}: {_describe(result)}")
+
+    if pending:
+        log(f"training {len(pending)} runs on the {executor.name} executor"
+            + (f" ({workers} at a time, {spec.threads} thread(s) each)" if workers > 1 else ""))
+        try:
+            executor.run(pending, report)
+        except KeyboardInterrupt as err:
+            err.resume_hint = (f"finished runs are kept in {out}, interrupted ones resume from their checkpoints: "
+                               "rerun the same command to go on")
+            raise
+        log(f"trained {len(pending)} runs in {time.perf_counter() - t0:.0f} s")
+    if measure_latency:
+        points = []
+        for (conv, budget), (width, _) in widths.items():
+            for seed in range(spec.seeds):
+                run = run_dir_of(out, conv, width, seed)
+                result = _read_json(run / "result.json") or {}
+                if result.get("status") == "done":
+                    points.append((conv + (f" @ {budget}" if budget else ""), run))
+                    break
+        log(f"measuring inference latency of {len(points)} deploy forms side by side ...")
+        write_json(out / "latency.json", measure_latencies(
+            spec.model, points, input_size, num_classes, batch=spec.latency_batch, repeats=spec.latency_repeats,
+            model_kwargs=spec.overrides.get("model_kwargs", {})))
+    return build_report(out)

@@ -1,0 +1,202 @@
+"""What a study is: `StudySpec` (backbone, operators with their options, budgets, data, recipe, seeds, the
+reference operator, threads per run) and its budgets (`parse_budgets`), validated before anything trains,
+and the width each operator gets at each budget.
+
+A budget is on what ships (see `factorconv.budget`): `params=50k` matches the deploy form's parameters,
+`size=200k` its bytes, `macs=6M` the MACs at batch 1, `train-params=50k` the parameters trained. Several
+values (`params=25k,50k,100k`) make a size sweep: every operator at every budget.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..budget import BY, match_width
+from ..registry import conv_entry, model_entry
+
+__all__ = [
+    "AXES",
+    "DEFAULT_BUDGET",
+    "DEFAULT_CONVS",
+    "DEFAULT_CONV_KWARGS",
+    "DEFAULT_PRESET",
+    "DEFAULT_SEEDS",
+    "MAX_BUDGET_FACTOR",
+    "Budget",
+    "StudySpec",
+    "parse_budgets",
+    "parse_count",
+]
+
+DEFAULT_CONVS = ("conv", "dsep", "doconv", "acdc", "igcv2", "osep", "bdsc")
+DEFAULT_BUDGET = "params=50k"
+DEFAULT_PRESET = "study"
+DEFAULT_SEEDS = 3
+# The papers' forms: d-ResNet puts a BatchNorm between depthwise and pointwise; BDSC's tables count its BN.
+DEFAULT_CONV_KWARGS: dict[str, dict[str, Any]] = {"dsep": {"norm": True}, "bdsc": {"norm": True}}
+# A width whose count is further than this factor from the budget is refused: the comparison would not be
+# at the budget the user asked for (the grid's smallest width is already too big, or the largest too small).
+MAX_BUDGET_FACTOR = 1.5
+_SUFFIXES = {"k": 1e3, "m": 1e6, "g": 1e9}
+# size axis (a budget kind) -> (the key of a study row that measures it, its letter in the front column, words)
+AXES = {"params": ("deploy_params", "P", "deploy params"), "train-params": ("train_params", "T", "training params"),
+        "size": ("size_bytes", "S", "deploy bytes"), "macs": ("macs", "M", "MACs")}
+
+
+def parse_count(text: str) -> float:
+    """'0.27M' -> 270000.0, '41m' -> 41e6, '50k' -> 50000.0, '269722' -> 269722.0."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kmg]?)\s*", text.lower())
+    if not match:
+        raise ValueError(f"a count must be a number with an optional k/M/G suffix (e.g. 0.27M), got {text!r}")
+    value = float(match.group(1)) * _SUFFIXES.get(match.group(2), 1.0)
+    if not 0 < value < float("inf"):
+        raise ValueError(f"a count must be positive and finite, got {text!r}")
+    return value
+
+
+def human(value: float) -> str:
+    for suffix, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.4g}{suffix}"
+    return f"{value:.4g}"
+
+
+@dataclass(frozen=True, order=True)
+class Budget:
+    """Match every operator's width to `value` of `by` (a key of `factorconv.budget.PROFILE_FIELD`)."""
+
+    by: str
+    value: float
+
+    def __str__(self) -> str:
+        return f"{self.by}={human(self.value)}"
+
+    @property
+    def tag(self) -> str:
+        """A file-name-safe label: params=50k -> params50k."""
+        return str(self).replace("=", "").replace(".", "p").replace("-", "")
+
+
+def parse_budgets(text: str | None) -> list[Budget]:
+    """'params=50k' -> [Budget]; 'params=25k,50k,100k' -> three (a sweep, sorted); 'none' (or None) -> []:
+    every operator at width 1."""
+    if text is None or text.strip().lower() in ("none", ""):
+        return []
+    by, sep, values = text.partition("=")
+    by = by.strip().lower()
+    if not sep or by not in BY:
+        raise ValueError(f"--budget expects KIND=COUNT[,COUNT...] with KIND one of {', '.join(BY)}, or none "
+                         f"(e.g. params=50k or params=25k,50k,100k), got {text!r}")
+    counts = [parse_count(v) for v in values.split(",") if v.strip()] if values.strip() else []
+    if not counts:
+        raise ValueError(f"--budget {text!r} names no count (e.g. {by}=50k)")
+    return sorted({Budget(by, c) for c in counts})
+
+
+@dataclass
+class StudySpec:
+    """What to compare. `overrides` are training config fields (as `factorconv train --set`); `conv_kwargs`
+    options per operator (DEFAULT_CONV_KWARGS fill in what they leave unset); `model_kwargs` backbone options
+    per operator (o-ResNet's strided 1x1 conv shortcut: {"osep": {"shortcut": "conv"}}). `reference` is the
+    operator every other is compared with (default: conv when studied, else the first); `threads` the torch
+    threads of every run (part of what a run computes: float sums are split differently with more threads)."""
+
+    model: str = "resnet20"
+    convs: list[str] = field(default_factory=lambda: list(DEFAULT_CONVS))
+    budget: str | None = DEFAULT_BUDGET
+    data: str = "fashion-mnist"
+    data_dir: str | None = None
+    preset: str = DEFAULT_PRESET
+    seeds: int = DEFAULT_SEEDS
+    reference: str | None = None
+    threads: int = 1
+    overrides: dict[str, Any] = field(default_factory=dict)
+    conv_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    model_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    width_grid: float = 1 / 16
+    latency_batch: int = 1
+    latency_repeats: int = 30
+    command: str | None = None
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> StudySpec:
+        return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
+
+    @property
+    def budgets(self) -> list[Budget]:
+        return parse_budgets(self.budget)
+
+    @property
+    def reference_conv(self) -> str:
+        if self.reference:
+            return self.reference
+        return "conv" if "conv" in self.convs else self.convs[0]
+
+    def validate(self) -> StudySpec:
+        model_entry(self.model)  # raises naming the registered models
+        if not self.convs:
+            raise ValueError("compare: --convs is empty; name at least one operator")
+        if len(set(self.convs)) != len(self.convs):
+            raise ValueError(f"compare: --convs names an operator twice: {','.join(self.convs)}")
+        for conv in self.convs:
+            conv_entry(conv)
+        unknown = sorted((set(self.conv_kwargs) | set(self.model_kwargs)) - set(self.convs))
+        if unknown:
+            raise ValueError(f"compare: options given for {', '.join(unknown)}, which is not in --convs")
+        if self.reference is not None and self.reference not in self.convs:
+            raise ValueError(f"compare: --reference {self.reference!r} is not in --convs ({','.join(self.convs)})")
+        self.budgets  # noqa: B018  (parses: raises on a bad budget)
+        for name in ("seeds", "threads", "latency_batch", "latency_repeats"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"compare: --{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if "threads" in self.overrides:
+            raise ValueError("compare: set the threads of every run with --threads-per-run, not --set threads")
+        from ..train import resolve_config
+
+        resolve_config(self.preset, None, self.overrides)  # unknown preset or field: raises now, not mid-study
+        return self
+
+    def options(self, conv: str) -> dict[str, Any]:
+        return {**DEFAULT_CONV_KWARGS.get(conv, {}), **self.conv_kwargs.get(conv, {})}
+
+    def backbone_options(self, conv: str) -> dict[str, Any]:
+        return {**self.overrides.get("model_kwargs", {}), **self.model_kwargs.get(conv, {})}
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that decide what every run computes (seeds, convs and budget values may grow between
+        reruns; the budget's kind may not: one study has one size axis)."""
+        keys = ("model", "data", "preset", "overrides", "width_grid", "threads")
+        kinds = sorted({b.by for b in self.budgets})
+        return {k: getattr(self, k) for k in keys} | {
+            "budget kind": kinds, "conv_kwargs": {c: self.options(c) for c in self.convs},
+            "model_kwargs": {c: self.backbone_options(c) for c in self.convs}}
+
+
+def match_widths(spec: StudySpec, input_size: tuple[int, int, int], num_classes: int
+                 ) -> dict[tuple[str, Budget | None], tuple[float, int | None]]:
+    """(conv, budget) -> (width, the model's count at that width) for every budget (width 1 without one).
+    Refuses a budget no width on the grid comes within MAX_BUDGET_FACTOR of."""
+    out: dict[tuple[str, Budget | None], tuple[float, int | None]] = {}
+    for conv in spec.convs:
+        if not spec.budgets:
+            out[(conv, None)] = (1.0, None)
+        for budget in spec.budgets:
+            try:
+                m = match_width(spec.model, conv, budget.value, budget.by, grid=spec.width_grid,
+                                input_size=input_size, conv_kwargs=spec.options(conv), num_classes=num_classes,
+                                **spec.backbone_options(conv))
+            except ValueError as err:
+                raise ValueError(f"compare: cannot match {conv!r} on {spec.model} to {budget}: {err}") from None
+            ratio = m.value / budget.value
+            if not 1 / MAX_BUDGET_FACTOR <= ratio <= MAX_BUDGET_FACTOR:
+                why = ("the smallest width searched" if m.width <= spec.width_grid else
+                       "the largest width searched" if ratio < 1 else f"the width grid's step is {spec.width_grid:g}")
+                raise ValueError(
+                    f"compare: {conv!r} on {spec.model} cannot meet {budget}: the closest width, {m.width:g} "
+                    f"({why}), has {m.value:,} ({ratio:.2f}x the budget; at most {MAX_BUDGET_FACTOR:g}x either "
+                    "way is accepted); choose a budget nearer to it")
+            out[(conv, budget)] = (m.width, m.value)
+    return out
