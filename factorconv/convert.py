@@ -63,6 +63,8 @@ def convert(
     exclude: str | Iterable[str] | None = None,
     replace_stem: bool | None = None,
     init: str = "default",
+    input_size: tuple[int, ...] | None = None,
+    example: Any = None,
 ) -> nn.Module:
     """Replace the spatial (kernel > 1) `nn.Conv2d` layers of `model` with operator `conv`, in place.
 
@@ -71,6 +73,9 @@ def convert(
     `include`/`exclude` are shell patterns on layer names ("layer1.*"). `init="from_conv"` initialises
     each operator from the conv it replaces (exact where the operator can represent it); "default" uses
     the operator's own initialisation. An operator that cannot take a layer raises ValueError naming it.
+    `input_size` (C, H, W) or `example` (an input, or a tuple of the forward's arguments) is needed only by
+    operators that look at the whole model running once (ACDC with share="stage" finds its stages that way);
+    they say so when it is missing.
     """
     if init not in ("default", "from_conv"):
         raise ValueError(f"convert: init must be 'default' or 'from_conv', got {init!r}")
@@ -97,7 +102,7 @@ def convert(
         else:
             _replace(model, name, new)
     if entry is not None and entry.finalize is not None and targets:
-        entry.finalize(model)
+        entry.finalize(model, input_size=input_size, example=example)
     return model
 
 

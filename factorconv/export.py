@@ -55,7 +55,10 @@ def export_model(model: nn.Module, path: str | Path, fmt: str, example: Tensor, 
     if fmt not in FORMATS:
         raise ValueError(f"export: format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"export: cannot write to {path.parent}: {err.strerror or err}") from None
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     model = model.eval()
     try:

@@ -133,7 +133,7 @@ def test_unusable_run_directories(tmp_path: Path) -> None:
 
 def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path: Path, monkeypatch) -> None:
     path = tmp_path / "checkpoint.pt"
-    save_checkpoint({"model": {"w": torch.ones(3)}, "step": 1}, path)
+    save_checkpoint({"model": {"w": torch.ones(3)}, "config": {}, "step": 1}, path)
 
     def disk_full(obj, f, *args, **kwargs):
         f.write(b"partial bytes")
@@ -141,7 +141,7 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path: Path, monkey
 
     monkeypatch.setattr(torch, "save", disk_full)
     with pytest.raises(CheckpointError, match=r"No space left on device \(the previous checkpoint there is intact\)"):
-        save_checkpoint({"model": {"w": torch.zeros(3)}, "step": 2}, path)
+        save_checkpoint({"model": {"w": torch.zeros(3)}, "config": {}, "step": 2}, path)
     monkeypatch.undo()
     assert load_checkpoint(path)["step"] == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,26 +13,40 @@ import torch
 
 from .base import DatasetError, ImageSet
 
-__all__ = ["IMAGE_EXTENSIONS", "read_image_folder"]
+__all__ = ["IMAGE_EXTENSIONS", "class_names", "read_image_folder"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
-def _listing(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+def class_names(root: Path) -> list[str]:
+    """The class sub-directories of an image folder, sorted."""
     if not root.is_dir():
         raise DatasetError(f"image folder {root} does not exist (expected {root}/<class>/<image> files, one "
                            "sub-directory per class)")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    files = [(f, label) for label, c in enumerate(classes) for f in sorted((root / c).iterdir())
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def _listing(root: Path, classes: Sequence[str] | None = None) -> tuple[list[str], list[tuple[Path, int]]]:
+    found = class_names(root)
+    if classes is None:
+        classes = found
+    else:  # labels come from another split's classes, matched by name
+        unknown = [c for c in found if c not in classes]
+        if unknown:
+            raise DatasetError(f"image folder {root}: class {unknown[0]!r} is not one of the training classes "
+                               f"({', '.join(classes)}); the test classes must be a subset of the training classes")
+    index = {c: i for i, c in enumerate(classes)}
+    files = [(f, index[c]) for c in found for f in sorted((root / c).iterdir())
              if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()]
     if not files:
         raise DatasetError(f"image folder {root} has no images (expected {root}/<class>/<image> with one of "
                            f"{', '.join(IMAGE_EXTENSIONS)})")
-    return classes, files
+    return list(classes), files
 
 
-def _fingerprint(files: list[tuple[Path, int]], size: tuple[int, int] | None, mode: str) -> str:
-    h = hashlib.sha256(f"{size} {mode}".encode())
+def _fingerprint(files: list[tuple[Path, int]], size: tuple[int, int] | None, mode: str,
+                 classes: Sequence[str]) -> str:
+    h = hashlib.sha256(f"{size} {mode} {list(classes)}".encode())
     for f, label in files:
         st = f.stat()
         h.update(f"{f}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
@@ -43,8 +58,12 @@ def read_image_folder(
     size: int | tuple[int, int] | None = None,
     mode: str = "RGB",
     cache_dir: str | Path | None = None,
+    classes: Sequence[str] | None = None,
 ) -> ImageSet:
-    """All images under `root/<class>/`, as uint8 (N, C, H, W) with classes in sorted order.
+    """All images under `root/<class>/`, as uint8 (N, C, H, W) with classes in sorted order, or labelled by
+    their index in `classes` (another split's classes: a test folder is labelled by the training classes'
+    names, so a test set with other or fewer classes still gets the right labels; a class not in `classes`
+    is an error).
 
     `size` resizes every image (bilinear); without it all images must already share one size. `mode` is
     the Pillow mode ("RGB" or "L"). With `cache_dir`, the decoded tensor is stored there under a name
@@ -58,10 +77,10 @@ def read_image_folder(
         raise ValueError(f"read_image_folder: mode must be 'RGB' or 'L', got {mode!r}")
     root = Path(root)
     hw = (size, size) if isinstance(size, int) else (tuple(size) if size is not None else None)
-    classes, files = _listing(root)
+    classes, files = _listing(root, classes)
     cache = None
     if cache_dir is not None:
-        cache = Path(cache_dir) / f"folder-{_fingerprint(files, hw, mode)}.pt"
+        cache = Path(cache_dir) / f"folder-{_fingerprint(files, hw, mode, classes)}.pt"
         if cache.is_file():
             try:
                 saved = torch.load(cache, weights_only=True)
@@ -76,6 +95,8 @@ def read_image_folder(
                 if hw is not None and img.size != (hw[1], hw[0]):
                     img = img.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
                 arrays.append(np.asarray(img, dtype=np.uint8))
+        except Image.DecompressionBombError as err:
+            raise DatasetError(f"{f}: refused, too large to decode safely ({err})") from None
         except (UnidentifiedImageError, OSError, ValueError) as err:
             raise DatasetError(f"{f}: not a readable image ({err})") from None
     shapes = {a.shape for a in arrays}

@@ -8,6 +8,7 @@ kind gives a DatasetError naming the file instead of a numpy traceback.
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -55,7 +56,7 @@ def read_idx(path: str | Path) -> Tensor:
         raise DatasetError(f"{path}: IDX header is truncated")
     shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
     dtype = np.dtype(_TYPES[data[2]])
-    expected = int(np.prod(shape)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: a forged header cannot overflow the check
     body = data[4 + 4 * ndim:]
     if len(body) != expected:
         raise DatasetError(f"{path}: IDX header says {shape} of {dtype.name} ({expected} bytes) but the file "

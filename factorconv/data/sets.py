@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from .base import DatasetError, ImageSet
 from .cifar import CIFAR, read_cifar
 from .download import download_file
-from .folder import read_image_folder
+from .folder import class_names, read_image_folder
 from .idx import IDX_FILES, find_idx_file, read_idx_split
 
 __all__ = ["DATASETS", "DatasetInfo", "default_roots", "list_datasets", "load_dataset", "synthetic"]
@@ -165,7 +165,9 @@ def _load_folder(split: str, root: str | Path | None, image_size: int | None, ca
         raise DatasetError(f"folder: {root} has no {' or '.join(names)}/ directory (expected "
                            f"{root}/{names[0]}/<class>/<image>)")
     cache_dir = Path.home() / ".cache" / "factorconv" / "folders" if cache else None
-    return read_image_folder(sub, image_size, cache_dir=cache_dir)
+    # the test split is labelled by the training split's class names, not by its own sorted order
+    classes = class_names(root / "train") if split == "test" and (root / "train").is_dir() else None
+    return read_image_folder(sub, image_size, cache_dir=cache_dir, classes=classes)
 
 
 def synthetic(split: str = "train", size: int = 16, channels: int = 1, num_classes: int = 10,

@@ -363,27 +363,41 @@ class ACDCConv2d(ConvOperator):
         return s
 
     @classmethod
-    def finalize_model(cls, model: nn.Module) -> None:
+    def finalize_model(cls, model: nn.Module, input_size: tuple[int, ...] | None = None,
+                       example: Any = None) -> None:
         """Called by create_model / convert: bind the shared banks (see `share_coefficients`)."""
-        share_coefficients(model)
+        share_coefficients(model, input_size, example)
 
 
-def _layers_in_forward_order(model: nn.Module, input_size: tuple[int, ...] | None) -> list[tuple[ACDCConv2d, tuple]]:
-    """(layer, output shape) of every ACDC layer, in the order one forward pass calls them."""
+def _layers_in_forward_order(model: nn.Module, input_size: tuple[int, ...] | None,
+                             example: Any = None) -> list[tuple[ACDCConv2d, tuple]]:
+    """(layer, output shape) of every ACDC layer, in the order one forward pass calls them: `model(*example)`
+    (a tensor or a tuple of the forward's arguments), else a batch of zeros of `input_size` (C, H, W), else
+    the registered model's input size; a model that is none of these cannot be run, and says so."""
     layers = [m for m in model.modules() if isinstance(m, ACDCConv2d)]
     if not layers:
         return []
-    if input_size is None:
-        input_size = _default_input_size(model, layers[0])
+    first = next(iter(model.parameters()))
+    if example is None:
+        if input_size is None:
+            input_size = _registered_input_size(model)
+        if input_size is None:
+            raise ValueError("ACDC with share='stage' finds its stages by running the model once, and this model's "
+                             "input is unknown: pass convert(..., input_size=(C, H, W)) or example=<an input>")
+        example = torch.zeros((1, *input_size), device=first.device, dtype=first.dtype)
+    args = example if isinstance(example, tuple) else (example,)
     seen: list[tuple[ACDCConv2d, tuple]] = []
     hooks = [m.register_forward_hook(lambda mod, args, out: seen.append((mod, tuple(out.shape))))
              for m in layers]
     flags = {m: m.training for m in model.modules()}
-    first = next(iter(model.parameters()))
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros((1, *input_size), device=first.device, dtype=first.dtype))
+            model(*args)
+    except Exception as err:
+        raise ValueError(f"ACDC with share='stage' runs the model once to find its stages, and that forward pass "
+                         f"failed on the example input ({type(err).__name__}: {str(err).splitlines()[0][:160]}); "
+                         "pass the right input_size=(C, H, W) or example=") from None
     finally:
         for h in hooks:
             h.remove()
@@ -398,36 +412,42 @@ def _layers_in_forward_order(model: nn.Module, input_size: tuple[int, ...] | Non
     return order
 
 
-def _default_input_size(model: nn.Module, first: ACDCConv2d) -> tuple[int, int, int]:
+def _registered_input_size(model: nn.Module) -> tuple[int, int, int] | None:
     config = getattr(model, "build_config", None)
-    if config:
-        from ..registry import model_entry
+    if not config:
+        return None
+    from ..registry import model_entry
 
-        size = model_entry(config["model"]).input_size
-        return (config.get("in_chans", size[0]), size[1], size[2])
-    first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d | ConvOperator)), first)
-    return (first_conv.in_channels, 32, 32)
+    size = model_entry(config["model"]).input_size
+    return (config.get("in_chans", size[0]), size[1], size[2])
 
 
-def share_coefficients(model: nn.Module, input_size: tuple[int, ...] | None = None) -> None:
+def share_coefficients(model: nn.Module, input_size: tuple[int, ...] | None = None, example: Any = None) -> None:
     """Give every sharing unit of `model` one CoefficientBank (each layer's `share` option says which
     unit it belongs to: itself, its stage, or the net; layers also group by their number of atoms).
 
     A stage is a run of layers, in execution order, with equal output width and feature size, found by one
-    forward pass at `input_size` (default: the registered model's, else 32x32). Layers initialised by
-    from_conv are fitted jointly to their original kernels (`fit_shared_coefficients`).
+    forward pass on `example` (or zeros of `input_size`, or the registered model's input size); only
+    share="stage" needs that pass: "net" takes the layers in the model's order and "layer" shares nothing.
+    Layers initialised by from_conv are fitted jointly to their original kernels (`fit_shared_coefficients`).
     """
-    for members in _sharing_units(model, input_size):
+    for members in _sharing_units(model, input_size, example):
         _bind(members)
 
 
-def _sharing_units(model: nn.Module, input_size: tuple[int, ...] | None) -> list[list[ACDCConv2d]]:
+def _sharing_units(model: nn.Module, input_size: tuple[int, ...] | None,
+                   example: Any = None) -> list[list[ACDCConv2d]]:
     """The layers that share one bank, per unit: by the `share` scope of each layer (stage: a run of layers
     with equal output width and feature size, in execution order) and its number of atoms. Layers with
     share="layer" form no unit."""
+    layers = [m for m in model.modules() if isinstance(m, ACDCConv2d)]
+    if any(m.share == "stage" for m in layers):
+        ordered = _layers_in_forward_order(model, input_size, example)
+    else:  # net and layer scopes need no stages: no forward pass, so any model converts
+        ordered = [(m, ()) for m in layers if m.share != "layer"]
     units: dict[Any, list[ACDCConv2d]] = {}
     stage, last_shape = 0, None
-    for layer, shape in _layers_in_forward_order(model, input_size):
+    for layer, shape in ordered:
         if shape[1:] != last_shape:
             stage, last_shape = stage + 1, shape[1:]
         if layer.share != "layer":
@@ -524,7 +544,7 @@ def fit_shared_coefficients(bank: CoefficientBank, targets: dict[ACDCConv2d, Ten
 
 
 def expand(model: nn.Module, share: str | None = None, atoms: int | None = None,
-           input_size: tuple[int, ...] | None = None) -> nn.Module:
+           input_size: tuple[int, ...] | None = None, example: Any = None) -> nn.Module:
     """Architecture adaptivity (paper appendix E): make a trained ACDC model less shared (`share`:
     "net" -> "stage" -> "layer") and/or give it more atoms, in place, with outputs unchanged at the moment
     of expansion; every parameter stays trainable.
@@ -564,7 +584,7 @@ def expand(model: nn.Module, share: str | None = None, atoms: int | None = None,
         layer._use_bank(own, owner=True)
         own._members = [layer]
     # rebind the wider units, each new bank starting as its members' common slice of the old one
-    for members in _sharing_units(model, input_size):
+    for members in _sharing_units(model, input_size, example):
         coefficients = [m.bank.coefficients.detach().clone() for m in members]
         bank = _bind(members)
         with torch.no_grad():

@@ -526,6 +526,23 @@ class ConvOperator(OperatorMixin, nn.Module):
         return F.conv2d(x, kernel, bias, self.stride, self.padding, self.dilation, self.groups)
 
     def forward(self, x: Tensor) -> Tensor:
+        # the input nn.Conv2d takes, (N, C, H, W) or unbatched (C, H, W), checked here so that a wrong one is
+        # reported in the layer's own terms, not those of a factor inside it
+        if x.dim() not in (3, 4) or x.size(-3) != self.in_channels:
+            if torch.jit.is_scripting():
+                raise RuntimeError("expected an input of shape (N, C, H, W) or (C, H, W) with C = " +
+                                   str(self.in_channels))
+            raise RuntimeError(self._input_error(x))
+        if x.dim() == 3:
+            return self._forward_batched(x.unsqueeze(0)).squeeze(0)
+        return self._forward_batched(x)
+
+    @torch.jit.unused
+    def _input_error(self, x: Tensor) -> str:
+        return (f"{type(self).__name__}: expected an input of shape (N, {self.in_channels}, H, W) or "
+                f"({self.in_channels}, H, W), got {tuple(x.shape)}")
+
+    def _forward_batched(self, x: Tensor) -> Tensor:
         if torch.jit.is_scripting():
             return self._conv(x, self.dense_weight())
         else:

@@ -333,15 +333,18 @@ def pack_bits(bits: Tensor) -> Tensor:
     return (flat.view(-1, 8) * weights).sum(1, dtype=torch.uint8)
 
 
-def unpack_bits(packed: Tensor, shape: tuple[int, ...]) -> Tensor:
+def unpack_bits(packed: Tensor, shape: list[int]) -> Tensor:
     """Inverse of pack_bits, as float32 0/1 of `shape`.
 
     In float arithmetic (exact for bytes), because ONNX has no bitwise AND on integers: the exported
-    deploy form must unpack its own bits."""
+    deploy form must unpack its own bits. (Written so that TorchScript compiles it too.)"""
     powers = torch.pow(2.0, torch.arange(8, device=packed.device, dtype=torch.float32))
     shifted = torch.floor(packed.unsqueeze(1).float() / powers)
     bits = shifted - 2.0 * torch.floor(shifted / 2.0)
-    return bits.reshape(-1)[: math.prod(shape)].view(shape)
+    count = 1
+    for dim in shape:
+        count *= dim
+    return bits.reshape(-1)[:count].view(shape)
 
 
 class PackedBDSC(nn.Module):
@@ -350,6 +353,9 @@ class PackedBDSC(nn.Module):
     y = α ⊙ (2·conv(z, M) − box(z)) + bias with z = BN(1x1(pad(x))), M = (sign(Q) + 1)/2, box(z) the sum of z
     over each group's channels and the kernel's taps: equal to the trained layer in eval mode.
     """
+
+    __jit_unused_properties__: ClassVar[list[str]] = ["density"]
+    __jit_ignored_attributes__: ClassVar[list[str]] = ["_unpacked"]
 
     def __init__(self, in_channels: int, out_channels: int, hidden: int, kernel_size: tuple[int, int],
                  stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int], groups: int,
@@ -397,9 +403,15 @@ class PackedBDSC(nn.Module):
         return Cost(params, params * 32, macs, deploy_params, deploy_bits, macs, adds=adds, deploy_adds=adds)
 
     def configuration(self) -> Tensor:
-        """The 0/1 configuration M, unpacked once."""
+        """The 0/1 configuration M, unpacked once (every call when scripted: TorchScript keeps no cache)."""
+        if torch.jit.is_scripting():
+            return unpack_bits(self.bits, list(self._shape)).to(self.alpha.dtype)
+        return self._cached_configuration()
+
+    @torch.jit.unused
+    def _cached_configuration(self) -> Tensor:
         if self._unpacked is None or self._unpacked.device != self.bits.device:
-            self._unpacked = unpack_bits(self.bits, self._shape).to(self.alpha.dtype)
+            self._unpacked = unpack_bits(self.bits, list(self._shape)).to(self.alpha.dtype)
         return self._unpacked
 
     def _hidden(self, x: Tensor) -> Tensor:

@@ -6,6 +6,7 @@ channel of a chain of group convs and gathers reaches, and by how many paths).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,8 @@ class ChannelGather(nn.Module):
     The matmul costs in·out MACs per pixel, so above 512 input channels (where measured 2 CPU cores, batch
     128, it stops winning: 0.2x at 42-128 channels, 0.76x at 400, 1.5x at 800) index_select is kept.
     """
+
+    __jit_unused_properties__: ClassVar[list[str]] = ["out_channels"]  # TorchScript: forward reads index itself
 
     def __init__(self, index: Tensor, in_channels: int) -> None:
         super().__init__()
@@ -61,8 +64,9 @@ class ChannelGather(nn.Module):
                 return x
             # materialised in x's own layout: layers downstream are several times slower on the strided
             # view (BatchNorm's backward on a channels_last slice: 4x)
-            layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else None
-            return x.narrow(1, 0, self.index.numel()).contiguous(memory_format=layout or torch.contiguous_format)
+            layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else \
+                torch.contiguous_format
+            return x.narrow(1, 0, self.index.numel()).contiguous(memory_format=layout)
         if self.zero_tail:
             return F.pad(x, (0, 0, 0, 0, 0, self.index.numel() - self.in_channels))
         g = self.shuffle_groups
