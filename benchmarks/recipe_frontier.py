@@ -26,19 +26,19 @@ ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 STUDIES = Path("runs") / "recipe-frontier"
 
-# Every candidate shares these: float32 everywhere (the same arithmetic on every CPU), one-cycle Nesterov SGD,
-# flips only (a run sees each image about once: padding crops add noise, not data), the test images fixed.
-BASE = {"amp": "off", "schedule": "onecycle", "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4,
-        "augment_pad": 0, "augment_flip": True, "label_smoothing": 0.0, "test_subset": 5000, "log_every": 20}
+# A candidate is the default study preset with its length, batch and learning rate (and a few more options)
+# changed, so that one of them is the default itself.
+PRESET = "study"
+FIELDS = {"b": "batch_size", "s": "steps", "lr": "lr", "ls": "label_smoothing", "pct": "onecycle_pct",
+          "wd": "weight_decay", "pad": "augment_pad"}
 
 
 def candidate(name: str) -> dict[str, Any]:
-    """'b64-s230-lr0.1[-ls0.1][-pct0.3]' -> config overrides: batch, steps, peak lr, options."""
-    values: dict[str, Any] = dict(BASE)
+    """'b64-s230-lr0.1[-ls0.1][-pct0.3]' -> config overrides of the study preset: batch, steps, peak lr, ..."""
+    values: dict[str, Any] = {}
     for part in name.split("-"):
         key, value = part.rstrip("0123456789."), part.lstrip("abcdefghijklmnopqrstuvwxyz")
-        field = {"b": "batch_size", "s": "steps", "lr": "lr", "ls": "label_smoothing", "pct": "onecycle_pct",
-                 "wd": "weight_decay", "pad": "augment_pad"}.get(key)
+        field = FIELDS.get(key)
         if field is None or not value:
             raise SystemExit(f"recipe {name!r}: cannot read {part!r} (b64, s230, lr0.1, ls0.1, pct0.3, wd0, pad2)")
         values[field] = int(value) if field in ("batch_size", "steps", "augment_pad") else float(value)
@@ -51,6 +51,7 @@ def study_dir(name: str) -> Path:
 
 def summarize_study(name: str, out: Path) -> dict[str, Any]:
     results = build_report(out)
+    spec = results["spec"]
     rows = [r for r in results["rows"] if r["accuracy"] is not None]
     per_op = {r["conv"]: {"mean": r["accuracy"]["mean"], "std": r["accuracy"]["std"],
                           "accs": [x["acc"] for x in r["runs"]], "diverged": r["diverged"],
@@ -59,7 +60,8 @@ def summarize_study(name: str, out: Path) -> dict[str, Any]:
     for run in out.glob("runs/*/*/seed*/result.json"):
         seconds += json.loads(run.read_text()).get("seconds", 0.0)
     stds = [r["accuracy"]["std"] for r in rows if r["accuracy"]["std"] is not None]
-    return {"recipe": name, "overrides": candidate(name), "operators": per_op,
+    return {"recipe": name, "study": str(out), "preset": spec["preset"], "overrides": spec["overrides"],
+            "operators": per_op,
             "worst_std": max(stds) if stds else None, "lowest_mean": min(r["accuracy"]["mean"] for r in rows),
             "runs": sum(len(r["runs"]) for r in results["rows"]), "run_seconds": seconds,
             "diverged": results["flags"]["diverged"], "not_converged": results["flags"]["not_converged"]}
@@ -71,9 +73,12 @@ def render(records: list[dict[str, Any]], command: str) -> str:
              f"Command: `{command}`  ", f"Machine: {machine_info()['cpu']}, 1 thread per run, torch "
              f"{machine_info()['torch']}", "",
              "Each recipe is a `factorconv compare` study (ResNet-20 on Fashion-MNIST, 50k deploy-parameter budget, "
-             "paired seeds, float32, 5,000 fixed test images); cells are mean ± sample std of test accuracy % over "
-             "the seeds; `run s` is the sum of the runs' wall seconds (training + evaluation) per operator and seed, "
-             "so 7 operators × 3 seeds on 2 workers take about 21/2 × that.", "",
+             "paired seeds, float32, 5,000 fixed test images): the `study` preset with the batch (b), steps (s) and "
+             "peak learning rate (lr) of its name; the first screen (amp off, no label smoothing, flips only: the "
+             "same recipe) ran on the `quick` preset with those fields set. Cells are mean ± sample std of test "
+             "accuracy % over the seeds; flagged: diverged / not converged runs (health judged from each run's loss "
+             "trace); `run s` is the mean wall seconds of a run (training + evaluation; runs of the slow operators "
+             "weigh more when fewer operators were run), two runs at a time on the 2 cores.", "",
              "| recipe | " + " | ".join(convs) + " | worst std | lowest mean | flagged | run s per op·seed |",
              "|---|" + "---|" * (len(convs) + 4)]
     for r in sorted(records, key=lambda r: r["run_seconds"] / max(r["runs"], 1)):
@@ -95,15 +100,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--report", action="store_true", help="only rebuild the table from the recorded studies")
+    p.add_argument("--include", action="append", default=[], metavar="NAME=DIR",
+                   help="also tabulate a study run elsewhere (the default compare, study-long), as NAME")
     args = p.parse_args(argv)
     command = "python benchmarks/recipe_frontier.py " + " ".join(sys.argv[1:] if argv is None else argv)
     for name in [r for r in args.recipes.split(",") if r] if not args.report else []:
-        spec = StudySpec(convs=args.convs.split(","), seeds=args.seeds, preset="quick", overrides=candidate(name),
+        spec = StudySpec(convs=args.convs.split(","), seeds=args.seeds, preset=PRESET, overrides=candidate(name),
                          command=command)
         t0 = time.perf_counter()
         run_study(spec, study_dir(name), executor=LocalExecutor(args.workers), measure_latency=False)
         print(f"{name}: {time.perf_counter() - t0:.0f} s wall", file=sys.stderr)
     records = [summarize_study(d.name, d) for d in sorted(STUDIES.glob("*")) if (d / "study.json").exists()]
+    for item in args.include:
+        label, _, where = item.partition("=")
+        records.append(summarize_study(label, Path(where)))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "recipe_frontier.json").write_text(json.dumps({"command": command, "machine": machine_info(),
                                                               "records": records}, indent=2) + "\n")

@@ -1,5 +1,5 @@
-"""Named training recipes: the five papers' CIFAR recipes as they state them, plus `quick` and `smoke`
-sized for 2 CPU cores. A preset sets only the fields it names; the rest keep TrainConfig's defaults, and
+"""Named training recipes: the five papers' CIFAR recipes as they state them, plus `quick`, `study`,
+`study-long` and `smoke` sized for 2 CPU cores. A preset sets only the fields it names; the rest keep TrainConfig's defaults, and
 `--set` / a config file override either.
 """
 
@@ -58,11 +58,19 @@ PRESETS: dict[str, Preset] = {
          "amp": "native", "log_every": 50},
     ),
     "study": Preset(
-        "the default of `factorconv compare`: the quick recipe cut to 120 steps (15,360 images) and 5,000 test "
-        "images, so that seven operators train in about ten minutes on 2 CPU cores",
-        {"lr": 0.2, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, "batch_size": 128, "steps": 120,
-         "schedule": "onecycle", "label_smoothing": 0.1, "augment_pad": 0, "augment_flip": True, "amp": "native",
-         "test_subset": 5000, "log_every": 20},
+        "the default of `factorconv compare`, chosen from measurements (benchmarks/results/recipe_frontier.md): "
+        "400 steps of batch 32 (12,800 images), one-cycle Nesterov SGD peak 0.05, wd 5e-4, flips, float32 on "
+        "every CPU, the same 5,000 test images for every run",
+        {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, "batch_size": 32, "steps": 400,
+         "schedule": "onecycle", "label_smoothing": 0.0, "augment_pad": 0, "augment_flip": True, "amp": "off",
+         "test_subset": 5000, "log_every": 50},
+    ),
+    "study-long": Preset(
+        "the default study's recipe four times as long: 1,600 steps of batch 32 (51,200 images, most of an "
+        "epoch), for seed std <= 0.5 point (benchmarks/results/recipe_frontier.md)",
+        {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, "batch_size": 32, "steps": 1600,
+         "schedule": "onecycle", "label_smoothing": 0.0, "augment_pad": 0, "augment_flip": True, "amp": "off",
+         "test_subset": 5000, "log_every": 100},
     ),
     "smoke": Preset(
         "seconds: 2 epochs on 512 training and 256 test images, batch 64, cosine SGD 0.05",
