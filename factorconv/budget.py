@@ -97,12 +97,35 @@ def match_width(
         return counts[width]
 
     if continuous:
-        width = _bisect(count, target, grid, max_width, lambda lo, hi: (lo + hi) / 2, 1e-4)
+        lo, hi = _bracket(count, target, grid, max_width)
+        width = _bisect(count, target, lo, hi, lambda lo, hi: (lo + hi) / 2, 1e-4)
     else:
-        steps = _bisect(lambda k: count(k * grid), target, 1, max(1, int(max_width / grid)),
-                        lambda lo, hi: (lo + hi) // 2, 1)
+        top = max(1, int(max_width / grid))
+        lo, hi = _bracket(lambda k: count(k * grid), target, 1, top, start=max(1, min(top, round(1 / grid))))
+        steps = _bisect(lambda k: count(k * grid), target, lo, hi, lambda lo, hi: (lo + hi) // 2, 1)
         width = steps * grid
     return WidthMatch(model_name, conv, width, count(width), float(target), by)
+
+
+def _bracket(f: Callable[[Any], int], target: float, lo: Any, hi: Any, start: Any = None) -> tuple[Any, Any]:
+    """A sub-interval of [lo, hi] holding the crossing of a non-decreasing f, found by doubling or halving
+    from `start` (default: the middle of the range in log terms, width 1 for a grid): counting a model at the
+    largest width is what costs (IGCV2 at width 16 takes 5 s to build on meta), so it is only counted when
+    the budget needs it. The bisection inside gives what a bisection over [lo, hi] gives."""
+    point = start if start is not None else (lo * hi) ** 0.5
+    if f(point) >= target:
+        while point > lo:
+            smaller = max(lo, point // 2 if isinstance(point, int) else point / 2)
+            if f(smaller) < target:
+                return smaller, point
+            point = smaller
+        return lo, lo
+    while point < hi:
+        larger = min(hi, point * 2)
+        if f(larger) >= target:
+            return point, larger
+        point = larger
+    return hi, hi
 
 
 def _bisect(

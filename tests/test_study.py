@@ -329,3 +329,18 @@ def test_adding_an_operator_to_a_study_trains_only_it(tmp_path: Path) -> None:
     assert config["model_kwargs"] == {"shortcut": "conv"} and config["threads"] == 1
     with pytest.raises(StudyError, match="model_kwargs"):  # the same operator with other backbone options
         run_study(spec(convs=["osep"], model_kwargs={"osep": {"shortcut": "B"}}), out, measure_latency=False)
+
+
+def test_the_longest_known_runs_start_first() -> None:
+    from factorconv.study.execution import LongestFirst, RunTask
+
+    def task(key: str, seed: int) -> RunTask:
+        return RunTask({"run_dir": f"{key}/{seed}"}, f"{key} {seed}", key)
+
+    order = LongestFirst()
+    queue = [task(k, s) for s in range(2) for k in ("fast", "slow", "mid")]
+    first = [order.pick(queue) for _ in range(3)]  # nothing measured yet: the plan's order
+    assert [t.label for t in first] == ["fast 0", "slow 0", "mid 0"]
+    for t, seconds in zip(first, (10.0, 300.0, 60.0), strict=True):
+        order.record(t, seconds)
+    assert [order.pick(queue).label for _ in range(3)] == ["slow 1", "mid 1", "fast 1"]

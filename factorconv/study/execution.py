@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["BOOKKEEPING", "Executor", "LocalExecutor", "RunTask", "StudyError", "execute_run", "finished_result"]
+__all__ = ["BOOKKEEPING", "Executor", "LocalExecutor", "LongestFirst", "RunTask", "StudyError", "execute_run",
+           "finished_result"]
 
 # Config fields that say where or how visibly a run ran, not what it computed: a rerun may change them.
 BOOKKEEPING = frozenset({"run_dir", "progress", "log_every", "data_dir", "device", "download", "checkpoint_every",
@@ -38,6 +39,9 @@ class RunTask:
 
     config: dict[str, Any]
     label: str
+    # runs with the same key take about as long (same operator and width): an executor may use the ones that
+    # finished to start the longest remaining runs first
+    cost_key: str = ""
 
     @property
     def run_dir(self) -> Path:
@@ -128,27 +132,53 @@ class LocalExecutor:
 
         for index in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
             devices.put(index)
+        queue, seconds = list(tasks), LongestFirst()
         failure: BaseException | None = None
         with futures.ProcessPoolExecutor(min(self.workers, len(tasks)), mp_context=ctx, initializer=_init_worker,
                                          initargs=(devices,)) as pool:
-            pending = {pool.submit(execute_run, task.config): task for task in tasks}
+            running: dict[futures.Future, RunTask] = {}
             try:
-                for future in futures.as_completed(pending):
-                    task = pending[future]
-                    try:
-                        result = future.result()
-                    except BaseException as err:
-                        failure = failure or _failed(task, err)
-                        for other in pending:
-                            other.cancel()
-                        continue
-                    done(task, result)
+                while queue or running:
+                    while queue and failure is None and len(running) < self.workers:
+                        task = seconds.pick(queue)
+                        running[pool.submit(execute_run, task.config)] = task
+                    finished, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
+                    for future in finished:
+                        task = running.pop(future)
+                        try:
+                            result = future.result()
+                        except BaseException as err:  # reported once the running ones end
+                            failure = failure or _failed(task, err)
+                            queue.clear()
+                            continue
+                        seconds.record(task, result.get("seconds"))
+                        done(task, result)
             except KeyboardInterrupt:
-                for other in pending:
+                for other in running:
                     other.cancel()
                 raise
         if failure is not None:
             raise failure
+
+
+class LongestFirst:
+    """The order runs start in when several execute at once: runs whose cost is not known yet first (in plan
+    order), then the longest known (mean seconds of the finished runs with the same cost key), so that the
+    last runs to start are the short ones and no worker idles long at the end. Order never changes results."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, list[float]] = {}
+
+    def record(self, task: RunTask, seconds: float | None) -> None:
+        if seconds is not None:
+            self.seconds.setdefault(task.cost_key, []).append(float(seconds))
+
+    def pick(self, queue: list[RunTask]) -> RunTask:
+        unknown = [t for t in queue if t.cost_key not in self.seconds]
+        task = unknown[0] if unknown else max(
+            queue, key=lambda t: sum(self.seconds[t.cost_key]) / len(self.seconds[t.cost_key]))
+        queue.remove(task)
+        return task
 
 
 def _failed(task: RunTask, err: BaseException) -> StudyError:

@@ -89,7 +89,7 @@ def plan_runs(spec: StudySpec, out: Path, widths: dict[tuple[str, Budget | None]
                 if run_dir not in tasks:
                     where = f" @ {budget}" if budget else ""
                     tasks[run_dir] = RunTask(_run_config(spec, run_dir, conv, width, seed, quiet),
-                                             f"{conv}{where} (width {width:g}) seed {seed}")
+                                             f"{conv}{where} (width {width:g}) seed {seed}", f"{conv}@{width:g}")
     return list(tasks.values())
 
 
