@@ -14,6 +14,7 @@ from . import models, ops  # noqa: F401  (registers operators and backbones)
 from .accounting import LayerRow, Profile, count_params, profile
 from .budget import WidthMatch, count_model, match_width
 from .convert import convert, deploy, fold, iter_operators, pack
+from .export import load_compact, save_compact
 from .ops.acdc import expand, share_coefficients
 from .ops.base import ConvOperator, Cost, is_operator
 from .ops.bdsc import decouple
@@ -52,6 +53,7 @@ __all__ = [
     "iter_operators",
     "list_convs",
     "list_models",
+    "load_compact",
     "match_width",
     "pack",
     "plan_igcv2",
@@ -59,6 +61,7 @@ __all__ = [
     "profile",
     "register_conv",
     "register_model",
+    "save_compact",
     "share_coefficients",
     "volumetric_rf",
 ]

@@ -185,12 +185,15 @@ def _train_config(args: argparse.Namespace) -> tuple[Any, bool]:
         return resolve_config(args.preset, args.config, {**flags, **overrides}), False
     changes = {**flags, **overrides}
     changes.pop("run_dir", None)
-    bad = sorted(k for k in changes if k.split(".")[0] not in RESUME_SAFE_FIELDS)
+    saved = TrainConfig.from_dict(load_checkpoint(args.resume)["config"]).to_dict()
+    # a flag that repeats the saved value changes nothing (a command line rerun with --resume added)
+    probe = resolve_config(None, None, changes, base=saved).to_dict() if changes else saved
+    bad = sorted(k for k in changes if k.split(".")[0] not in RESUME_SAFE_FIELDS
+                 and probe[k.split(".")[0]] != saved[k.split(".")[0]])
     if bad or args.preset or args.config:
         what = ", ".join(bad) if bad else ("--preset" if args.preset else "--config")
         raise UsageError(f"--resume continues the run with its saved config; it cannot change {what} "
                          f"(resumable: {', '.join(sorted(RESUME_SAFE_FIELDS))})")
-    saved = TrainConfig.from_dict(load_checkpoint(args.resume)["config"]).to_dict()
     saved["run_dir"] = str(args.resume if not str(args.resume).endswith(".pt") else Path(args.resume).parent)
     return resolve_config(None, None, changes, base=saved), True
 
@@ -337,6 +340,76 @@ def _cmd_export(args: argparse.Namespace) -> int:
         print(f"factorconv export: error: the exported model differs from PyTorch by more than {args.tolerance:g} "
               "(relative)", file=sys.stderr)
         return 1
+    return 0
+
+
+def _plan_osep(args: argparse.Namespace) -> tuple[dict[str, Any], torch.nn.Module]:
+    from .ops.osep import plan_osep
+
+    plan = plan_osep(args.c_in, args.c_out or args.c_in, args.kernel, n_parts=args.parts, gamma=args.gamma,
+                     policy=args.policy, spatial=args.spatial)
+    op = _plan_layer(args, "sosep" if args.spatial else "osep", n_parts=args.parts, gamma=args.gamma,
+                                policy=args.policy)
+    parts = [{"in": p.in_channels, "out": p.out_channels, "kernel": list(p.kernel_size), "groups": p.groups,
+              "channels_per_group": p.channels_per_group, "in_padded": p.in_padded, "out_padded": p.out_padded,
+              "params": p.params} for p in plan.parts]
+    return {"operator": "osep", "parts": parts, "continuous_groups": list(plan.continuous_groups),
+            "params": plan.params}, op
+
+
+def _plan_igcv2(args: argparse.Namespace) -> tuple[dict[str, Any], torch.nn.Module]:
+    from .ops.igcv import plan_igcv2
+
+    channels = args.c_out or args.c_in
+    kh, kw = (args.kernel, args.kernel)
+    plan = plan_igcv2(channels, kh * kw, args.L, K=args.K, channelwise=True)
+    if args.c_in != channels:
+        raise UsageError("plan igcv2: the IGCV2 block keeps its width; give one channel count (or c_out = c_in)")
+    op = _plan_layer(args, "igcv2", branch_sizes=list(plan.branch_sizes[1:]))
+    parts = [{"in": args.c_in if i == 0 else channels, "out": channels, "kernel": [kh, kw] if i == 0 else [1, 1],
+              "groups": channels // k if i else channels, "branch": k} for i, k in enumerate(plan.branch_sizes)]
+    return {"operator": "igcv2", "parts": parts, "branch_sizes": list(plan.branch_sizes),
+            "continuous_branch": plan.continuous_branch, "continuous_L": plan.continuous_L,
+            "params": plan.params}, op
+
+
+def _plan_layer(args: argparse.Namespace, conv: str, **options: Any) -> torch.nn.Module:
+    """The layer the plan builds (its chain gives connectivity and receptive field)."""
+    from .registry import create_conv2d
+
+    return create_conv2d(args.c_in, args.c_out or args.c_in, args.kernel, conv=conv, padding=args.kernel // 2,
+                         **options)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from .ops.igcv import connectivity
+    from .ops.osep import volumetric_rf
+
+    hw = parse_input_size(f"1x{args.hw}")[1:] if args.hw else (32, 32)
+    plan, op = (_plan_osep if args.operator == "osep" else _plan_igcv2)(args)
+    dense = args.c_in * (args.c_out or args.c_in) * args.kernel * args.kernel
+    cost = op.cost(hw)
+    links = connectivity([m for m in op.chain() if not isinstance(m, torch.nn.Identity)])
+    rf = volumetric_rf([m for m in op.chain() if not isinstance(m, torch.nn.Identity)], args.kernel)
+    plan.update(dense_params=dense, macs=cost.macs, dense_macs=dense * hw[0] * hw[1], input_hw=list(hw),
+                connectivity={"dense": links.dense, "one_path": links.one_path, "density": links.density},
+                receptive_field=list(rf.receptive_field), volumetric_rf_ok=rf.ok)
+    if args.json:
+        print(json.dumps(plan, indent=2))
+        return 0
+    head = f"{args.operator} plan for a {args.c_in}->{args.c_out or args.c_in} {args.kernel}x{args.kernel} conv"
+    print(head)
+    for i, part in enumerate(plan["parts"]):
+        k = "x".join(map(str, part["kernel"]))
+        extra = (f", {part['channels_per_group']} channels/group, padded {part['in_padded']}->{part['out_padded']}"
+                 if "channels_per_group" in part else f", branch {part['branch']}")
+        print(f"  part {i + 1}: {part['in']}->{part['out']} {k}, {part['groups']} groups{extra}")
+    print(f"params         {plan['params']:,} ({plan['params'] / dense:.3f} of the dense conv's {dense:,})")
+    print(f"MACs at {hw[0]}x{hw[1]}   {plan['macs']:,} ({plan['macs'] / plan['dense_macs']:.3f} of the dense conv's)")
+    print(f"connectivity   {'dense' if links.dense else 'NOT dense'}"
+          + (", exactly one path per input-output pair" if links.one_path else f", density {links.density:.3f}"))
+    print(f"receptive field {rf.receptive_field[0]}x{rf.receptive_field[1]}; volumetric RF condition "
+          f"{'holds' if rf.ok else 'does NOT hold'}")
     return 0
 
 
@@ -495,6 +568,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="also write bench_<suite>_<device>.json/.md in this directory")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("plan", help="the factor plan of an osep or igcv2 layer: parts, cost, connectivity",
+                       description="Print the plan an operator builds for one conv: its group convs (channels, "
+                                   "kernels, groups), parameters and MACs against the dense conv, whether every "
+                                   "output reaches every input (and by how many paths), and the receptive field.")
+    p.add_argument("operator", choices=("osep", "igcv2"))
+    p.add_argument("c_in", type=count(), help="input channels")
+    p.add_argument("c_out", type=count(), nargs="?", default=None, help="output channels (default: c_in)")
+    p.add_argument("--kernel", type=count(), default=3, help="kernel size (default 3)")
+    p.add_argument("--hw", default=None, help="feature size HxW for MACs (default 32x32)")
+    p.add_argument("--parts", default=2, type=lambda t: t if t == "auto" else count(2)(t),
+                   help="osep: number of parts N, or auto (eq. 21; default 2)")
+    p.add_argument("--gamma", type=number(), default=1.0, help="osep: overlap coefficient gamma (default 1)")
+    p.add_argument("--policy", default="min", help="osep: internal channels policy (default min)")
+    p.add_argument("--spatial", action="store_true", help="osep: split the kernel into KxH and 1xK parts (sosep)")
+    p.add_argument("--L", type=count(2), default=None, help="igcv2: number of group convs (default: eq. 14)")
+    p.add_argument("--K", type=count(2), default=None, help="igcv2: branch size of the 1x1 convs (IGCV2*)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_plan)
 
     p = sub.add_parser("report", help="rebuild a study's table, report.md and study.png from its directory")
     p.add_argument("dir", help="the study directory (compare --out)")

@@ -103,12 +103,21 @@ def test_batched_composition_equals_per_layer_and_trains_every_member() -> None:
 
 
 def test_two_forwards_then_two_backwards() -> None:
-    """Every forward pass composes its own kernels, so separate graphs stay separate."""
-    model = fc.create_model("resnet18_cifar", conv="acdc", width=0.125, conv_kwargs={"share": "net"}).train()
-    loss1 = model(torch.randn(2, 3, 16, 16)).sum()
-    loss2 = model(torch.randn(2, 3, 16, 16)).sum()
+    """Every forward pass composes its own kernels, so separate graphs stay separate: two forwards then two
+    backwards accumulate exactly the gradients of the two passes run one after the other."""
+    model = fc.create_model("resnet18_cifar", conv="acdc", width=0.125, conv_kwargs={"share": "net"}).double()
+    model.train()  # the batched composition of the bank; BatchNorm normalises each pass by its own batch
+    x1, x2 = torch.randn(2, 3, 16, 16, dtype=torch.float64), torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    loss1, loss2 = model(x1).sum(), model(x2).sum()
     loss1.backward()
     loss2.backward()
+    together = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    for x in (x1, x2):
+        model(x).sum().backward()
+    for name, p in model.named_parameters():
+        assert rel_err(together[name], p.grad) < 1e-12, name
+    assert together["conv1.coefficient_bank.coefficients"].abs().sum() > 0
 
 
 def test_atom_drop_is_unbiased_and_off_in_eval() -> None:

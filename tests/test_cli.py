@@ -61,3 +61,19 @@ def test_console_entry_point_runs() -> None:
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "269,722" in res.stdout
+
+
+def test_plan_prints_the_factor_plan(capsys) -> None:
+    import factorconv as fc
+
+    assert main(["plan", "osep", "64", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    want = fc.plan_osep(64, 64, 3)
+    assert [p["groups"] for p in plan["parts"]] == list(want.groups) and plan["params"] == want.params
+    assert plan["connectivity"]["dense"] and plan["volumetric_rf_ok"] and plan["dense_params"] == 64 * 64 * 9
+    assert plan["macs"] == fc.create_conv2d(64, 64, 3, conv="osep", padding=1).cost((32, 32)).macs
+    assert main(["plan", "igcv2", "64", "--K", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "branch 8" in out and "exactly one path per input-output pair" in out
+    assert main(["plan", "igcv2", "64", "128"]) == 2
+    assert "keeps its width" in capsys.readouterr().err

@@ -30,3 +30,12 @@ def test_bad_files_raise_value_error(tmp_path) -> None:
                         (data[:8] + b"\x00" * 20 + data[28:], "corrupt header")):
         with pytest.raises(ValueError, match=needle):
             load_compact(io.BytesIO(bad))
+
+
+def test_the_compact_format_is_public_api(tmp_path) -> None:
+    """docs/bdsc.md ships a packed model with fc.save_compact / fc.load_compact."""
+    import factorconv as fc
+
+    shipped = fc.pack(fc.create_conv2d(4, 8, 3, conv="bdsc", padding=1).eval())
+    assert fc.save_compact(shipped, tmp_path / "model.fcv") == (tmp_path / "model.fcv").stat().st_size
+    assert fc.load_compact(tmp_path / "model.fcv").keys() == shipped.state_dict().keys()

@@ -45,7 +45,7 @@ def test_checker_flags_non_complementary_chains() -> None:
 
 def test_operators_are_complementary_where_the_sizes_allow() -> None:
     def chain(op):
-        return [m for m in op._chain() if not isinstance(m, nn.Identity)]
+        return [m for m in op.chain() if not isinstance(m, nn.Identity)]
 
     assert fc.connectivity(chain(InterleavedGroupConv1(16, 16, 3, padding=1))).one_path  # M = 2, L = 8
     op = InterleavedGroupConv2(64, 64, 3, padding=1, K=8)  # 8 x 8 = 64
@@ -200,7 +200,7 @@ def test_pointwise_suffix_as_one_dense_conv_equals_the_chain(conv: str, channels
 
     def plain_chain() -> torch.Tensor:
         y = x
-        for module in op._chain():
+        for module in op.chain():
             y = module(y)
         return y + op.bias.view(1, -1, 1, 1)
 

@@ -254,6 +254,10 @@ def test_train_and_eval_commands(tmp_path: Path, capsys) -> None:
     assert scored["folded_test_acc"] == pytest.approx(scored["test_acc"]) and scored["folded_max_logit_diff"] < 1e-4
     assert main(["train", "--resume", str(run), "--set", "lr=1"]) == 2
     assert "cannot change lr" in capsys.readouterr().err
+    # flags that repeat the saved config change nothing: the original command line with --resume added works
+    assert main(["--threads", "1", "train", "--resume", str(run), "--data", "synthetic", "--model", "resnet20",
+                 "--width", "0.5", "--conv", "dsep", "--opt", "norm=true", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_acc"] == result["test_acc"]
     assert main(["train", "--data", "nope", "--print-config"]) == 0  # printing does not load anything
     assert json.loads(capsys.readouterr().out)["data"] == "nope"
     assert main(["train", "--data", "synthetic", "--set", "sched=cosine"]) == 2

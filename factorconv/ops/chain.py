@@ -117,8 +117,9 @@ class GroupConvChain(ConvOperator):
         self._suffix_cache = None
         return super()._apply(fn, *args, **kwargs)
 
-    def _chain(self) -> list[nn.Module]:
-        """gather, conv, gather, conv, ..., gather (identities included)."""
+    def chain(self) -> list[nn.Module]:
+        """The layers the feature path runs, in order: gather, conv, gather, conv, ..., gather (nn.Identity
+        where channels pass unchanged); `factorconv.connectivity` and `volumetric_rf` read it."""
         chain: list[nn.Module] = []
         for gather, conv in zip(self.gathers, self.parts, strict=False):
             chain += [gather, conv]
@@ -148,7 +149,7 @@ class GroupConvChain(ConvOperator):
         (`_choose_suffix`), the parts before it and then that run as one dense 1x1 conv."""
         k = self._suffix_start
         if k is None:
-            for module in self._chain():
+            for module in self.chain():
                 x = module(x)
             return x if self.bias is None else x + self.bias.view(1, -1, 1, 1)
         for gather, conv in zip(list(self.gathers)[:k], list(self.parts)[:k], strict=True):
@@ -187,7 +188,7 @@ class GroupConvChain(ConvOperator):
         if self._factorized_params() >= self._folded_params():
             return self.fold()
         modules: list[nn.Module] = []
-        for module in self._chain():
+        for module in self.chain():
             if isinstance(module, nn.Conv2d):
                 conv = nn.Conv2d(module.in_channels, module.out_channels, module.kernel_size, module.stride,
                                  module.padding, module.dilation, module.groups, bias=False,

@@ -469,7 +469,7 @@ def volumetric_rf(
                 chain.append(convs[i])
         expected = target.kernel_size
     elif isinstance(target, OptimizedSeparableConv2d):
-        chain = [m for m in target._chain() if not isinstance(m, nn.Identity)]
+        chain = [m for m in target.chain() if not isinstance(m, nn.Identity)]
         expected = target.kernel_size
     else:
         chain = list(target)
