@@ -22,7 +22,8 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["DIVERGED", "END_RATE", "END_WINDOW", "MIN_POINTS", "NOT_CONVERGED", "OK", "TRACE_POINTS", "LossTrace", "assess"]
+__all__ = ["DIVERGED", "END_RATE", "END_WINDOW", "MIN_POINTS", "NOT_CONVERGED", "OK", "TRACE_POINTS", "LossTrace",
+           "assess"]
 
 OK, DIVERGED, NOT_CONVERGED = "ok", "diverged", "not converged"
 TRACE_POINTS = 50
