@@ -16,11 +16,12 @@ from .budget import WidthMatch, count_model, match_width
 from .convert import convert, deploy, fold, iter_operators, pack
 from .export import load_compact, save_compact
 from .ops.acdc import expand, share_coefficients
-from .ops.base import ConvOperator, Cost, is_operator
+from .ops.base import ConvOperator, is_operator
 from .ops.bdsc import decouple
 from .ops.channel import chain_connectivity
 from .ops.igcv import complementary_permutations, connectivity, plan_igcv2
 from .ops.osep import plan_osep, volumetric_rf
+from .ops.spec import Cost
 from .registry import (
     create_conv2d,
     create_model,

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .ops.base import Cost, conv_macs, is_operator
+from .ops.base import is_operator
+from .ops.spec import Cost, conv_macs
 
 __all__ = ["LayerRow", "Profile", "available_memory", "check_memory", "count_params", "profile"]
 

@@ -13,7 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .ops.base import ConvSpec, is_operator
+from .ops.base import is_operator
+from .ops.spec import ConvSpec
 from .registry import ConvBuilder, conv_entry, create_conv2d
 
 __all__ = ["convert", "deploy", "fold", "iter_operators", "pack"]

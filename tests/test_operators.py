@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import factorconv as fc
-from factorconv.ops.base import FEATURE_PATH_MARGIN, ConvSpec
+from factorconv.ops.spec import ConvSpec
+from factorconv.ops.speed import FEATURE_PATH_MARGIN
 from factorconv.registry import conv_entry
 
 CONVS = fc.list_convs()
@@ -318,7 +319,7 @@ def test_kernel_strides_are_canonical_for_the_input_layout() -> None:
     """The config hypothesis found: bdsc's 1x1 kernel came out with channels_last strides, and conv2d on an
     NCHW input of width 1 (contiguous in both formats) segfaulted in float32. The kernels handed to the conv
     now have exactly the strides of the input's layout, in eval (cached) and training."""
-    from factorconv.ops.base import dense_strides, in_layout
+    from factorconv.ops.runtime import dense_strides, in_layout
 
     odd = torch.randn(36).as_strided((9, 4, 1, 1), (4, 1, 4, 4))
     assert odd.is_contiguous() and in_layout(odd, torch.contiguous_format).stride() == (4, 1, 1, 1)

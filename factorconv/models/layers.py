@@ -17,7 +17,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops.base import as_pair
+from ..ops.spec import as_pair
 from ..registry import ConvBuilder, conv_entry, create_conv2d
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Operator families, one per module; importing this package registers them all."""
 
 from .acdc import ACDCConv2d, CoefficientBank
-from .base import ConvOperator, ConvSpec, Cost, OperatorMixin, conv_macs, conv_output_hw, is_operator
+from .base import ConvOperator, OperatorMixin, is_operator
 from .baselines import DepthwiseConv2d, DepthwiseSeparableConv2d, SpatialSeparableConv2d, StandardConv2d
 from .bdsc import BalancedDecoupledConv2d, DecoupledConv2d, PackedBDSC, decouple
 from .channel import ChannelGather, chain_connectivity
@@ -14,6 +14,7 @@ from .osep import (
     plan_osep,
     volumetric_rf,
 )
+from .spec import ConvSpec, Cost, conv_macs, conv_output_hw
 
 __all__ = [
     "ACDCConv2d",

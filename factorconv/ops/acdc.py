@@ -27,9 +27,10 @@ from torch import Tensor, nn
 
 from ..functional import expand_grouped_kernel, shuffle_permutation
 from ..registry import register_conv
-from .base import ConvOperator, Cost, conv_macs
+from .base import ConvOperator
 from .chain import AddBias
 from .channel import ChannelGather
+from .spec import Cost, conv_macs
 
 __all__ = ["ACDCConv2d", "CoefficientBank", "expand", "fit_shared_coefficients", "share_coefficients"]
 
@@ -199,7 +200,7 @@ class ACDCConv2d(ConvOperator):
             object.__setattr__(self, "_shared_bank", bank)
         self._cache = self._fast = None
 
-    def _kernel_inputs(self) -> tuple[Tensor, ...]:
+    def kernel_inputs(self) -> tuple[Tensor, ...]:
         own = tuple(t for t in (*self._parameters.values(), *self._buffers.values()) if t is not None)
         return (*own, self.bank.coefficients)
 

@@ -19,201 +19,21 @@ kernel, run one conv) and feature composition (run the factors as a chain) from 
 
 from __future__ import annotations
 
-import contextlib
 import math
-import operator
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = [
-    "ConvOperator",
-    "ConvSpec",
-    "Cost",
-    "OperatorMixin",
-    "conv_macs",
-    "conv_output_hw",
-    "is_operator",
-]
+from .runtime import compose_for_cache, dense_strides, in_layout
+from .spec import ConvSpec, Cost
+from .speed import FEATURE_PATH_MARGIN
+
+__all__ = ["PATHS", "ConvOperator", "OperatorMixin", "is_operator"]
 
 PATHS = ("auto", "kernel", "feature")
-# The feature path (a chain of thin convs: depthwise, grouped, 1x1 with many channels) must save this
-# factor of MACs to be chosen: such convs run at a fraction of a dense conv's rate (measured on CPU with
-# torch 2.13: depthwise 3x3 ~15 GMAC/s, grouped 3x3 with 3 channels per group ~9, dense 3x3 ~67).
-FEATURE_PATH_MARGIN = 2.0
-
-
-@dataclass(frozen=True)
-class Cost:
-    """Closed-form costs of one operator for one input size, at batch 1.
-
-    params/param_bits: trainable form (elements and storage bits). macs: multiply-accumulates of one
-    forward as the papers count them. adds: additions that are not part of a MAC (binary
-    configurations). deploy_*: the same for the form `deploy()` returns; deploy_bits includes any
-    statistics the deployed form stores.
-    """
-
-    params: int
-    param_bits: int
-    macs: int
-    deploy_params: int
-    deploy_bits: int
-    deploy_macs: int
-    adds: int = 0
-    deploy_adds: int = 0
-
-    def __add__(self, other: Cost) -> Cost:
-        return Cost(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values(), strict=True)))
-
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-
-def conv_output_hw(
-    in_hw: tuple[int, int],
-    kernel_size: tuple[int, int],
-    stride: tuple[int, int] = (1, 1),
-    padding: tuple[int, int] = (0, 0),
-    dilation: tuple[int, int] = (1, 1),
-) -> tuple[int, int]:
-    """Output height and width of a conv (the formula of nn.Conv2d)."""
-    return tuple(
-        (n + 2 * p - d * (k - 1) - 1) // s + 1
-        for n, k, s, p, d in zip(in_hw, kernel_size, stride, padding, dilation, strict=True)
-    )
-
-
-def conv_macs(in_ch: int, out_ch: int, kernel_size: tuple[int, int], groups: int, out_hw: tuple[int, int]) -> int:
-    """Multiply-accumulates of one conv at batch 1."""
-    return out_ch * (in_ch // groups) * kernel_size[0] * kernel_size[1] * out_hw[0] * out_hw[1]
-
-
-def as_pair(name: str, option: str, value: Any, minimum: int) -> tuple[int, int]:
-    items = value if isinstance(value, tuple | list) else (value, value)
-    if len(items) != 2:
-        raise ValueError(f"{name}: {option} must be an int or a pair of ints, got {value!r}")
-    out = []
-    for item in items:
-        if isinstance(item, bool):
-            raise ValueError(f"{name}: {option} must be an int or a pair of ints, got {value!r}")
-        try:
-            item = operator.index(item)
-        except TypeError:
-            raise ValueError(f"{name}: {option} must be an int or a pair of ints, got {value!r}") from None
-        if item < minimum:
-            raise ValueError(f"{name}: {option} must be >= {minimum}, got {value!r}")
-        out.append(item)
-    return out[0], out[1]
-
-
-def as_int(name: str, option: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"{name}: {option} must be an int, got {value!r}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name}: {option} must be an int, got {value!r}") from None
-    if value < minimum:
-        raise ValueError(f"{name}: {option} must be >= {minimum}, got {value}")
-    return value
-
-
-@dataclass(frozen=True)
-class ConvSpec:
-    """The normalised `nn.Conv2d` arguments of a layer (pairs everywhere, padding as ints)."""
-
-    in_channels: int
-    out_channels: int
-    kernel_size: tuple[int, int]
-    stride: tuple[int, int] = (1, 1)
-    padding: tuple[int, int] = (0, 0)
-    dilation: tuple[int, int] = (1, 1)
-    groups: int = 1
-    bias: bool = False
-
-    @classmethod
-    def make(
-        cls,
-        name: str,
-        in_channels: Any,
-        out_channels: Any,
-        kernel_size: Any,
-        stride: Any = 1,
-        padding: Any = 0,
-        dilation: Any = 1,
-        groups: Any = 1,
-        bias: Any = False,
-    ) -> ConvSpec:
-        """Validate nn.Conv2d-style arguments; ValueError naming `name`, the option and the rule otherwise."""
-        cin = as_int(name, "in_channels", in_channels, 1)
-        cout = as_int(name, "out_channels", out_channels, 1)
-        k = as_pair(name, "kernel_size", kernel_size, 1)
-        s = as_pair(name, "stride", stride, 1)
-        d = as_pair(name, "dilation", dilation, 1)
-        g = as_int(name, "groups", groups, 1)
-        if cin % g or cout % g:
-            raise ValueError(
-                f"{name}: groups ({g}) must divide in_channels ({cin}) and out_channels ({cout})"
-            )
-        if not isinstance(bias, bool):
-            raise ValueError(f"{name}: bias must be True or False, got {bias!r}")
-        if isinstance(padding, str):
-            if padding == "valid":
-                p = (0, 0)
-            elif padding == "same":
-                if s != (1, 1):
-                    raise ValueError(f"{name}: padding='same' needs stride 1, got stride {s}")
-                total = [di * (ki - 1) for di, ki in zip(d, k, strict=True)]
-                if any(t % 2 for t in total):
-                    raise ValueError(
-                        f"{name}: padding='same' needs symmetric padding (dilation*(kernel-1) even), "
-                        f"got kernel {k} dilation {d}"
-                    )
-                p = (total[0] // 2, total[1] // 2)
-            else:
-                raise ValueError(f"{name}: padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
-        else:
-            p = as_pair(name, "padding", padding, 0)
-        return cls(cin, cout, k, s, p, d, g, bias)
-
-    @classmethod
-    def of(cls, conv: nn.Module) -> ConvSpec:
-        """The spec of an existing nn.Conv2d or operator."""
-        name = type(conv).__name__
-        if getattr(conv, "padding_mode", "zeros") != "zeros":
-            raise ValueError(f"{name}: only padding_mode='zeros' is supported, got {conv.padding_mode!r}")
-        bias = conv.bias is not None if hasattr(conv, "bias") else False
-        return cls.make(
-            name, conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-            conv.dilation, conv.groups, bias,
-        )
-
-    def kwargs(self) -> dict[str, Any]:
-        return {
-            "stride": self.stride, "padding": self.padding, "dilation": self.dilation,
-            "groups": self.groups, "bias": self.bias,
-        }
-
-    def out_hw(self, in_hw: tuple[int, int]) -> tuple[int, int]:
-        return conv_output_hw(in_hw, self.kernel_size, self.stride, self.padding, self.dilation)
-
-    def macs(self, in_hw: tuple[int, int]) -> int:
-        return conv_macs(self.in_channels, self.out_channels, self.kernel_size, self.groups, self.out_hw(in_hw))
-
-    @property
-    def weight_numel(self) -> int:
-        return self.out_channels * (self.in_channels // self.groups) * self.kernel_size[0] * self.kernel_size[1]
-
-
-def dense_cost(spec: ConvSpec, in_hw: tuple[int, int], bits: int = 32) -> Cost:
-    """The cost of a plain conv with this spec (trainable form == deploy form)."""
-    params = spec.weight_numel + (spec.out_channels if spec.bias else 0)
-    macs = spec.macs(in_hw)
-    return Cost(params, params * bits, macs, params, params * bits, macs)
 
 
 def is_operator(module: nn.Module) -> bool:
@@ -305,11 +125,27 @@ class OperatorMixin:
 
 
 class ConvOperator(OperatorMixin, nn.Module):
-    """Base class of operators with their own parameters.
+    """Base class of operators with their own parameters (docs/operators.md walks through writing one).
 
-    Subclasses implement `dense_weight()` (differentiable, contiguous), `cost()`, `load_from_conv()`, and
-    where they can also run as a chain of convs: `feature_forward(x)` and `feature_macs(in_hw)` with
-    `has_feature_path = True` (and `compose_macs()` when composing the kernel has a notable cost).
+    Required of a subclass (what the protocol cannot derive):
+      `__init__(in, out, kernel_size, stride, padding, dilation, groups, bias, *, <options>, path="auto")`
+          calling super().__init__ first (it validates the nn.Conv2d arguments into pairs);
+      `dense_weight()` the equivalent kernel (out, in/groups, kh, kw), differentiable and contiguous;
+      `cost(in_hw)` closed-form `Cost` at batch 1 (`spec.dense_cost` for a folded deploy form).
+    Optional hooks, with their defaults here or in OperatorMixin:
+      `load_from_conv(w, b) -> relative error` for from_conv (a closed form, or `self.fit_kernel(w)`
+          with `from_conv_exact = False`); `dense_bias()` the layer's bias; `reset_like_conv(init)`
+          initialise as the backbone would a plain conv; `deploy()` the form to ship (default fold());
+          `storage_bits()` bits of parameters stored narrower than their dtype (binary configurations);
+      `has_feature_path = True` with `feature_forward(x)` and `feature_macs(in_hw)`: the operator can run
+          as its factors, and the path is chosen by MACs against the kernel path (`kernel_macs`,
+          `compose_macs` when composing the kernel costs notably) scaled by `feature_path_margin`
+          (ops/speed.py);
+      `forward_kernel()` the kernel the kernel path runs (default dense_weight(); a grouped operator returns
+          its grouped weight) and `kernel_inputs()` every tensor that kernel depends on (for the eval cache);
+      `after_optimizer_step()` called by the trainer after each update (BDSC clamps its latent there);
+      class flags `from_conv_exact`, `linear_in_train`.
+    The eval cache, the path choice, layouts and unbatched inputs are handled here.
     """
 
     has_feature_path: ClassVar[bool] = False
@@ -385,7 +221,7 @@ class ConvOperator(OperatorMixin, nn.Module):
         operators that run a grouped conv rather than their dense fold return that conv's weight."""
         return self.dense_weight()
 
-    def _kernel_inputs(self) -> tuple[Tensor, ...]:
+    def kernel_inputs(self) -> tuple[Tensor, ...]:
         """Every parameter and buffer the composed kernel depends on."""
         if self._modules:
             return (*self.parameters(), *self.buffers())
@@ -408,7 +244,7 @@ class ConvOperator(OperatorMixin, nn.Module):
             if self._cache is not None:  # (nn.Module.__setattr__ is slow: only when there is something to drop)
                 self._cache = None
             return self.forward_kernel()
-        inputs = self._kernel_inputs()
+        inputs = self.kernel_inputs()
         cache = self._cache
         if (
             cache is None
@@ -562,45 +398,3 @@ class ConvOperator(OperatorMixin, nn.Module):
         if self.path != "auto":
             s += f", path={self.path!r}"
         return s
-
-
-def dense_strides(shape: torch.Size, memory_format: torch.memory_format) -> tuple[int, ...]:
-    """The strides of a freshly allocated 4-d tensor of `shape` in `memory_format`."""
-    _, c, h, w = shape
-    return (c * h * w, 1, w * c, c) if memory_format == torch.channels_last else (c * h * w, h * w, w, 1)
-
-
-def in_layout(kernel: Tensor, memory_format: torch.memory_format) -> Tensor:
-    """`kernel` with exactly the strides of a fresh tensor in `memory_format` (a copy only when it has others).
-
-    `contiguous()` is not enough: a tensor with size-1 dims counts as contiguous in both formats whatever
-    those dims' strides. A 1x1 kernel with channels_last strides, given to conv2d with an NCHW input whose
-    width is 1 (also "both"), crashed the process (segfault, torch 2.13 CPU, with stride/dilation/padding
-    > 1; hypothesis found it for bdsc)."""
-    if kernel.stride() == dense_strides(kernel.shape, memory_format):
-        return kernel
-    return kernel.clone(memory_format=memory_format)
-
-
-def compose_for_cache(compose: Callable[[], Tensor], device: torch.device | None) -> Tensor:
-    """`compose()` as a tensor to keep across calls: a normal tensor even under inference_mode (a frozen
-    model may later run with grad enabled for input gradients, and conv must then save its weight for
-    backward), without grad, and at the parameters' precision rather than autocast's (the cache outlives
-    the autocast region, and the conv casts the kernel when it runs under one)."""
-    with torch.inference_mode(False), torch.no_grad(), full_precision(device):
-        return compose()
-
-
-def full_precision(device: torch.device | None) -> contextlib.AbstractContextManager[Any]:
-    """Autocast off on `device` (a no-op context where autocast does not exist, e.g. the meta device)."""
-    if device is None or not torch.amp.is_autocast_available(device.type):
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, enabled=False)
-
-
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def bits_to_bytes(bits: int) -> int:
-    return math.ceil(bits / 8)

@@ -10,7 +10,9 @@ from torch import Tensor, nn
 
 from ..functional import expand_grouped_kernel
 from ..registry import register_conv
-from .base import ConvOperator, ConvSpec, Cost, OperatorMixin, conv_macs, dense_cost
+from .base import ConvOperator, OperatorMixin
+from .spec import ConvSpec, Cost, conv_macs, dense_cost
+from .speed import SSEP_FEATURE_PATH_MARGIN
 
 __all__ = ["DepthwiseConv2d", "DepthwiseSeparableConv2d", "SpatialSeparableConv2d", "StandardConv2d"]
 
@@ -314,9 +316,7 @@ class SpatialSeparableConv2d(_TwoFactorOperator):
     """
 
     has_feature_path = True
-    # its factors are dense k×1 / 1×k convs, which run at a dense conv's rate: fewer MACs is faster
-    # (64->64 on 32x32, 2 cores: the feature path at 0.76-0.80x the kernel path's time for 2/3 of its MACs)
-    feature_path_margin = 1.0
+    feature_path_margin = SSEP_FEATURE_PATH_MARGIN  # its factors are dense convs (ops/speed.py)
 
     def __init__(
         self,

@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..registry import register_conv
-from .base import ConvOperator, Cost, conv_macs, conv_output_hw
+from .base import ConvOperator
+from .spec import Cost, conv_macs, conv_output_hw
 
 __all__ = ["BalancedDecoupledConv2d", "DecoupledConv2d", "PackedBDSC", "decouple", "pack_bits", "unpack_bits"]
 

@@ -13,17 +13,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..functional import compose_kernels, expand_grouped_kernel, take_grouped_kernel
-from .base import ConvOperator, Cost, compose_for_cache, conv_macs, conv_output_hw, full_precision, in_layout
+from .base import ConvOperator
 from .channel import ChannelGather
+from .runtime import compose_for_cache, full_precision, in_layout
+from .spec import Cost, conv_macs, conv_output_hw
+from .speed import GATHER_MAC_EQUIVALENT, GROUP_RATE_CHANNELS
 
 __all__ = ["AddBias", "GroupConvChain"]
-
-# A cost model for running a chain's trailing 1x1 group convs as one dense 1x1 conv, in units of dense MACs,
-# fitted to CPU measurements (torch 2.13, 2 cores, channels_last): a group conv with n input channels per
-# group runs at about n/32 of a dense conv's rate below 32 (3-7 channels: ~5-9 GMAC/s against 47-67), and
-# a channel gather (shuffle, padding, truncation) costs about as much as 16 MACs per element it moves.
-GROUP_RATE_CHANNELS = 32
-GATHER_MAC_EQUIVALENT = 16
 
 
 class AddBias(nn.Module):

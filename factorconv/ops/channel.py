@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .speed import GATHER_MATMUL_MAX_CHANNELS
+
 __all__ = ["ChannelGather", "chain_connectivity", "gather_support", "group_support"]
 
 
@@ -25,8 +27,8 @@ class ChannelGather(nn.Module):
     gather of a channels_last tensor is a matmul of its NHWC view with a one-hot (in, out) selector: exact
     for finite values (an inf or NaN would spread through the zeros), and forward + backward run 4.5x faster
     than index_select there, whose backward (index_add_ on the channel axis) dominated IGCV's training step.
-    The matmul costs in·out MACs per pixel, so above 512 input channels (where measured 2 CPU cores, batch
-    128, it stops winning: 0.2x at 42-128 channels, 0.76x at 400, 1.5x at 800) index_select is kept.
+    The matmul costs in·out MACs per pixel, so above `speed.GATHER_MATMUL_MAX_CHANNELS` input channels (where
+    it stops winning, measured) index_select is kept.
     """
 
     __jit_unused_properties__: ClassVar[list[str]] = ["out_channels"]  # TorchScript: forward reads index itself
@@ -47,7 +49,7 @@ class ChannelGather(nn.Module):
         # a prefix of the channels: a view; all channels then only zeros: padding
         self.prefix = in_order and cpu.numel() <= in_channels
         self.zero_tail = in_order and k == in_channels and bool((cpu[k:] == in_channels).all())
-        self.matmul = in_channels <= 512
+        self.matmul = in_channels <= GATHER_MATMUL_MAX_CHANNELS
         selector = torch.zeros(in_channels + 1 if self.matmul else 0, cpu.numel() if self.matmul else 0, device="cpu")
         if self.matmul:
             selector[cpu, torch.arange(cpu.numel(), device="cpu")] = 1.0

@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..registry import register_conv
-from .base import ConvOperator, Cost, conv_macs, dense_cost
+from .base import ConvOperator
+from .spec import Cost, conv_macs, dense_cost
 
 __all__ = ["DOConv2d", "over_parameterization_basis"]
 

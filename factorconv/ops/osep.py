@@ -32,9 +32,9 @@ import torch
 from torch import Tensor, nn
 
 from ..registry import register_conv
-from .base import as_pair, conv_output_hw
 from .chain import GroupConvChain
 from .channel import ChannelGather, chain_connectivity
+from .spec import as_pair, conv_output_hw
 
 __all__ = [
     "OptimizedSeparableConv2d",
