@@ -34,6 +34,7 @@ __all__ = [
     "model_entry",
     "register_conv",
     "register_model",
+    "unregister_conv",
 ]
 
 ConvBuilder = Callable[..., nn.Module]
@@ -97,6 +98,13 @@ def register_conv(
         return builder
 
     return decorator
+
+
+def unregister_conv(name: str) -> None:
+    """Remove operator `name` from the registry (a notebook re-running the cell that registers it, a test that
+    registers an example operator for its own run); unknown names raise."""
+    conv_entry(name)
+    del _CONVS[name]
 
 
 def register_model(

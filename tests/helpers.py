@@ -44,6 +44,7 @@ def _divisors(n: int) -> list[int]:
 # (tests/test_operators.py fails until it is).
 CONFIGURED_CONVS = {
     "conv", "dw", "dsep", "ssep", "doconv", "osep", "sosep", "acdc", "igcv1", "igcv2", "decoupled", "bdsc",
+    "lowrank",  # examples/lowrank_conv.py, the example operator of docs/operators.md
 }
 
 
@@ -98,6 +99,8 @@ def conv_config(draw: Any, conv: str, max_channels: int = 12) -> dict[str, Any]:
     elif conv == "bdsc":
         options = {"p": draw(st.sampled_from([0.5, 1, 2])), "norm": draw(st.booleans()),
                    "binary": draw(st.booleans())}
+    elif conv == "lowrank":
+        options = {"rank": draw(st.integers(1, 6))}
     elif conv in ("osep", "sosep"):
         options = {
             "n_parts": draw(st.sampled_from([2, 2, 3])),
