@@ -271,7 +271,7 @@ def _flagged_status(results: dict[str, Any]) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .study import LocalExecutor, StudySpec, run_study, summarize_text
+    from .study import StudySpec, create_executor, run_study, summarize_text
 
     spec = StudySpec(
         model=args.model, convs=[c.strip() for c in args.convs.split(",") if c.strip()], budget=args.budget,
@@ -281,9 +281,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         latency_batch=args.latency_batch, latency_repeats=args.latency_repeats,
         command="factorconv " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["compare"] else None,
     ).validate()
-    workers = args.workers or max(1, (os.cpu_count() or 1) // spec.threads)
     out = args.out or _default_study_dir(spec)
-    results = run_study(spec, out, executor=LocalExecutor(workers), measure_latency=not args.no_latency)
+    executor = create_executor(args.executor, workers=args.workers, threads=spec.threads, out=Path(out),
+                               ray_address=args.ray_address, gpus=args.gpus_per_run,
+                               submitit_cluster=args.submitit_cluster, slurm_partition=args.slurm_partition,
+                               slurm_time=args.slurm_time, slurm_cpus=args.slurm_cpus_per_job)
+    results = run_study(spec, out, executor=executor, measure_latency=not args.no_latency)
     if args.json:
         print(json.dumps(results, indent=2, default=str))
     else:
@@ -494,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_eval)
 
-    from .study import DEFAULT_BUDGET, DEFAULT_CONVS, DEFAULT_PRESET, DEFAULT_SEEDS
+    from .study import DEFAULT_BUDGET, DEFAULT_CONVS, DEFAULT_PRESET, DEFAULT_SEEDS, EXECUTORS
 
     p = sub.add_parser(
         "compare", help="the main job: operators side by side on one backbone, budget-matched, with the Pareto front",
@@ -524,6 +527,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "on GPUs each worker takes one device)")
     p.add_argument("--threads-per-run", type=count(), default=1,
                    help="torch threads of every run (default 1; part of what a run computes, so fixed per study)")
+    p.add_argument("--executor", default="local", choices=EXECUTORS,
+                   help="where runs execute: local worker processes (default), a Ray cluster, or submitit "
+                        "(Slurm, or local jobs); ray and submitit need pip install 'factorconv[cluster]'")
+    p.add_argument("--ray-address", default=None,
+                   help="ray: an existing cluster ('auto' or host:port; default: a local Ray started for the study)")
+    p.add_argument("--gpus-per-run", type=count(0), default=None,
+                   help="ray/submitit: GPUs each run asks for (default 1 where this machine has CUDA, else 0)")
+    p.add_argument("--submitit-cluster", default=None, choices=("slurm", "local", "debug"),
+                   help="submitit: where jobs go (default: slurm where sbatch exists, else local)")
+    p.add_argument("--slurm-partition", default=None, help="submitit on Slurm: the partition")
+    p.add_argument("--slurm-time", type=count(), default=60, help="submitit: minutes each job may run (default 60)")
+    p.add_argument("--slurm-gpus-per-job", type=count(0), default=None, dest="gpus_per_run",
+                   help="submitit: GPUs per job (the same as --gpus-per-run)")
+    p.add_argument("--slurm-cpus-per-job", type=count(), default=None,
+                   help="submitit: CPUs per job (default: --threads-per-run)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="training config field for every run")
     p.add_argument("--opt", action="append", metavar="CONV:KEY=VALUE", help="operator option, e.g. acdc:atoms=8")
     p.add_argument("--model-opt", action="append", metavar="CONV:KEY=VALUE",

@@ -353,8 +353,9 @@ def test_the_sigkill_points_resume_to_the_uninterrupted_run(tmp_path: Path) -> N
 
     script = tmp_path / "killable.py"
     script.write_text(_KILLABLE)
+    # bdsc: its mask's straight-through state must survive the kill as the weights do
     base = {**SMOKE, "width": 0.5, "epochs": 2.0, "checkpoint_every": 3, "deterministic": True, "log_every": 2,
-            "train_subset": 256}
+            "train_subset": 256, "conv": "bdsc", "conv_kwargs": {"p": 1, "norm": True}, "progress": "plain"}
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     def run(name: str, mode: str, at: int) -> subprocess.CompletedProcess:
@@ -363,19 +364,31 @@ def test_the_sigkill_points_resume_to_the_uninterrupted_run(tmp_path: Path) -> N
 
     assert run("whole", "none", 0).returncode == 0
     whole = json.loads((tmp_path / "whole" / "result.json").read_text())
+    whole_weights = load_checkpoint(tmp_path / "whole")["model"]
     total = whole["steps"]
+
+    def curve(name: str) -> list[tuple]:
+        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        return [(r["kind"], r["step"], r.get("train_loss"), r.get("test_acc")) for r in map(json.loads, lines)]
     points = [("step", random.Random(7).randrange(2, total)), ("write", 6), ("final", total)]
     for mode, at in points:
         name = f"{mode}{at}"
         killed = run(name, mode, at)
         assert killed.returncode == -9, (mode, killed.stderr[-500:])
+        saved = load_checkpoint(tmp_path / name)["step"]
         resumed = subprocess.run([sys.executable, "-m", "factorconv", "--threads", "1", "train", "--resume",
                                   str(tmp_path / name)], capture_output=True, text=True, env=env, timeout=240)
         assert resumed.returncode == 0, (mode, resumed.stderr[-1000:])
+        if mode == "step":  # mid-run: resumed from the last checkpoint before the kill, which says so
+            assert 0 < saved <= at and saved % 3 == 0, (saved, at)
+            assert f"resumed at step {saved}" in resumed.stderr, resumed.stderr[-500:]
         result = json.loads((tmp_path / name / "result.json").read_text())
         for key in ("test_acc", "test_loss", "train_loss", "steps", "loss_trace"):
             assert result[key] == whole[key], (mode, key)
         assert not list((tmp_path / name).glob(".checkpoint.pt.tmp*"))  # the killed writer's file is gone
+        weights = load_checkpoint(tmp_path / name)["model"]
+        assert all(torch.equal(value, whole_weights[key]) for key, value in weights.items()), mode
+        assert curve(name) == curve("whole"), mode  # no metrics record lost or duplicated by the kill
 
 
 _KILLABLE = """

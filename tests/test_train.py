@@ -9,9 +9,6 @@ import json
 import math
 import os
 import pickle
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -57,54 +54,6 @@ def test_training_learns_and_writes_its_run_files(tmp_path: Path) -> None:
     model = fc.train.build_model(cfg, 10, 1)
     assert result["profile"]["params"] == fc.count_params(model)
     assert result["environment"]["torch"] == torch.__version__
-
-
-_KILLABLE = textwrap.dedent("""
-    import json, os, signal, sys
-    import torch
-    torch.set_num_threads(1)
-    from factorconv.train import fit, resolve_config
-    cfg = resolve_config("smoke", overrides=json.loads(sys.argv[1]))
-    kill_at = int(sys.argv[2])
-    def kill(event, info):
-        if event == "step" and info["step"] == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-    fit(cfg, callbacks=[kill])
-""")
-
-
-def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=240, **kwargs)
-
-
-def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path: Path) -> None:
-    script = tmp_path / "killable.py"
-    script.write_text(_KILLABLE)
-    base = {"data": "synthetic", "model": "resnet20", "width": 0.5, "conv": "bdsc",
-            "conv_kwargs": {"p": 1, "norm": True}, "epochs": 3.0, "checkpoint_every": 3, "progress": "plain",
-            "threads": 1, "deterministic": True, "log_every": 2}
-    whole = _run([sys.executable, str(script), json.dumps({**base, "run_dir": str(tmp_path / "whole")}), "0"])
-    assert whole.returncode == 0, whole.stderr
-    killed = _run([sys.executable, str(script), json.dumps({**base, "run_dir": str(tmp_path / "cut")}), "13"])
-    assert killed.returncode == -9  # SIGKILL: no cleanup ran
-    state = load_checkpoint(tmp_path / "cut")
-    assert (state["step"], state["epoch"], state["batch"]) == (12, 1, 4)  # mid-epoch, written every 3 steps
-    resumed = _run([sys.executable, "-m", "factorconv", "train", "--resume", str(tmp_path / "cut")])
-    assert resumed.returncode == 0, resumed.stderr
-    assert "resumed at step 12" in resumed.stderr
-    a, b = load_checkpoint(tmp_path / "whole"), load_checkpoint(tmp_path / "cut")
-    assert a["step"] == b["step"] == 24
-    for key, value in a["model"].items():
-        assert torch.equal(value, b["model"][key]), key
-    ra, rb = (json.loads((tmp_path / d / "result.json").read_text()) for d in ("whole", "cut"))
-    assert (ra["test_acc"], ra["test_loss"], ra["train_loss"]) == (rb["test_acc"], rb["test_loss"], rb["train_loss"])
-
-    def curve(d: str) -> list[tuple]:
-        lines = (tmp_path / d / "metrics.jsonl").read_text().splitlines()
-        return [(r["kind"], r["step"], r.get("train_loss"), r.get("test_acc")) for r in map(json.loads, lines)]
-
-    assert curve("whole") == curve("cut")  # no record lost or duplicated by the kill
 
 
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:

@@ -3,7 +3,8 @@ recipe at the width that meets each budget, over paired seeds, with statistics, 
 deploy forms, the Pareto front and a report.
 
 One concept per module: `spec` (what a study is, budgets, width matching), `execution` (running one run
-anywhere, and the executors), `runner` (plan, execute, measure, report), `stats` (summaries, paired
+anywhere, the executor interface and the local executor), `cluster` (Ray and submitit executors), `lock` (one
+driver per study directory), `runner` (plan, execute, measure, report), `stats` (summaries, paired
 differences, verdicts), `front` (Pareto front and its steps), `latency`, `report` (rows, table, report.md)
 and `plot`.
 
@@ -12,7 +13,7 @@ A study directory holds `study.json` (the spec and the widths chosen), `runs/<co
 the same study again skips every finished run and resumes an interrupted one from its checkpoint.
 """
 
-from .execution import Executor, LocalExecutor, RunTask, StudyError, execute_run
+from .execution import EXECUTORS, Executor, LocalExecutor, RunTask, StudyError, create_executor, execute_run
 from .front import front_steps, pareto_front
 from .report import build_report, render_table, summarize_text
 from .runner import plan_runs, run_study
@@ -36,6 +37,7 @@ __all__ = [
     "DEFAULT_CONV_KWARGS",
     "DEFAULT_PRESET",
     "DEFAULT_SEEDS",
+    "EXECUTORS",
     "Budget",
     "Executor",
     "LocalExecutor",
@@ -44,6 +46,7 @@ __all__ = [
     "StudySpec",
     "Summary",
     "build_report",
+    "create_executor",
     "execute_run",
     "front_steps",
     "match_widths",

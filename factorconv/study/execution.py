@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["BOOKKEEPING", "Executor", "LocalExecutor", "LongestFirst", "RunTask", "StudyError", "execute_run",
-           "finished_result"]
+__all__ = ["BOOKKEEPING", "EXECUTORS", "Executor", "LocalExecutor", "LongestFirst", "RunTask", "StudyError",
+           "create_executor", "execute_run", "finished_result"]
+
+EXECUTORS = ("local", "ray", "submitit")
 
 # Config fields that say where or how visibly a run ran, not what it computed: a rerun may change them.
 BOOKKEEPING = frozenset({"run_dir", "progress", "log_every", "data_dir", "device", "download", "checkpoint_every",
@@ -179,6 +181,30 @@ class LongestFirst:
             queue, key=lambda t: sum(self.seconds[t.cost_key]) / len(self.seconds[t.cost_key]))
         queue.remove(task)
         return task
+
+
+def create_executor(name: str = "local", *, workers: int | None = None, threads: int = 1, out: Path | None = None,
+                    ray_address: str | None = None, gpus: int | None = None, submitit_cluster: str | None = None,
+                    slurm_partition: str | None = None, slurm_time: int = 60, slurm_cpus: int | None = None
+                    ) -> Executor:
+    """The executor `name` (one of EXECUTORS) for a study whose runs use `threads` threads each. `gpus` is the
+    GPUs per run on a cluster (default: 1 where this machine has CUDA, else 0); `workers` the local runs at a
+    time (default: cores / threads); submitit keeps its logs in `out`/submitit."""
+    import torch
+
+    gpus = (1 if torch.cuda.is_available() else 0) if gpus is None else gpus
+    if name == "local":
+        return LocalExecutor(workers or max(1, (os.cpu_count() or 1) // threads))
+    if name == "ray":
+        from .cluster import RayExecutor
+
+        return RayExecutor(ray_address, num_cpus=threads, num_gpus=gpus, local_cpus=workers)
+    if name == "submitit":
+        from .cluster import SubmititExecutor
+
+        return SubmititExecutor(Path(out or ".") / "submitit", submitit_cluster, slurm_partition, slurm_time, gpus,
+                                slurm_cpus or threads, max_parallel=workers)
+    raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}, got {name!r}")
 
 
 def _failed(task: RunTask, err: BaseException) -> StudyError:

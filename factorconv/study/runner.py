@@ -16,6 +16,7 @@ from ..train.health import DIVERGED
 from ..train.rundir import write_json
 from .execution import Executor, LocalExecutor, RunTask, StudyError, finished_result, log
 from .latency import measure_latencies
+from .lock import StudyLock
 from .report import build_report, run_dir_of
 from .spec import Budget, StudySpec, match_widths, parse_budgets
 
@@ -111,6 +112,11 @@ def run_study(spec: StudySpec, out: str | Path, *, executor: Executor | None = N
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise StudyError(f"cannot use {out} as the study directory: {err.strerror or err}") from None
+    with StudyLock(out):
+        return _run_locked(spec, out, executor, measure_latency)
+
+
+def _run_locked(spec: StudySpec, out: Path, executor: Executor, measure_latency: bool) -> dict[str, Any]:
     saved = _read_json(out / "study.json")
     if saved is not None:
         _merge_saved(spec, saved, out)

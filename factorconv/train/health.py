@@ -29,7 +29,7 @@ OK, DIVERGED, NOT_CONVERGED = "ok", "diverged", "not converged"
 TRACE_POINTS = 50
 END_RATE = 0.5
 END_WINDOW = 0.3
-MIN_POINTS = 10  # below this a tenth of the trace is one noisy batch: too little to judge by
+MIN_POINTS = 20  # below this (runs of fewer than 20 steps) a tenth of the trace is a batch or two: too noisy
 
 
 class LossTrace:
