@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from factorconv import register_conv
 from factorconv.ops.base import ConvOperator
-from factorconv.ops.spec import Cost, conv_macs, dense_cost
+from factorconv.ops.spec import Cost, conv_macs, float_bits
 
 
 @register_conv("lowrank")
@@ -49,9 +49,10 @@ class LowRankConv2d(ConvOperator):
 
     def cost(self, in_hw: tuple[int, int]) -> Cost:
         params = sum(p.numel() for p in self.parameters())
-        shipped = dense_cost(self.spec, in_hw)  # deploy() is fold(): the plain conv
-        return Cost(params, params * 32, self.feature_macs(in_hw), shipped.deploy_params, shipped.deploy_bits,
-                    shipped.deploy_macs)
+        # no factorized_size(): deploy() ships fold(), and deploy_cost gives its size and MACs
+        deploy_params, deploy_bits, deploy_macs, _ = self.deploy_cost(in_hw, 0)
+        return Cost(params, params * float_bits(self), self.feature_macs(in_hw), deploy_params, deploy_bits,
+                    deploy_macs)
 
     def load_from_conv(self, weight: Tensor, bias: Tensor | None) -> float:
         """The best rank-r fit per group (truncated SVD): exact when the conv has rank <= r."""

@@ -15,7 +15,7 @@ from torch import nn
 
 from .ops.base import is_operator
 from .ops.spec import ConvSpec
-from .registry import ConvBuilder, conv_entry, create_conv2d
+from .registry import ConvBuilder, conv_entry, create_conv2d, replaces, stem_default
 
 __all__ = ["convert", "deploy", "fold", "iter_operators", "pack"]
 
@@ -82,17 +82,16 @@ def convert(
         raise ValueError(f"convert: init must be 'default' or 'from_conv', got {init!r}")
     entry = conv_entry(conv) if isinstance(conv, str) else None
     if replace_stem is None:
-        replace_stem = entry.replace_stem if entry is not None else False
+        replace_stem = stem_default(conv)
     include_p, exclude_p = _patterns(include), _patterns(exclude)
     conv_kwargs = dict(conv_kwargs or {})
 
     candidates = [(n, m) for n, m in ([("", model)] if isinstance(model, nn.Conv2d) else _walk(model))
                   if isinstance(m, nn.Conv2d)]
-    if candidates and not replace_stem and candidates[0][0] != "":
-        candidates = candidates[1:]
+    stem = candidates[0][0] if candidates and candidates[0][0] != "" else None  # the first conv of a network
     targets = [
         (n, m) for n, m in candidates
-        if m.kernel_size != (1, 1)
+        if replaces(m.kernel_size, stem=n == stem, replace_stem=replace_stem)
         and (include_p is None or _matches(n, include_p))
         and not _matches(n, exclude_p)
     ]

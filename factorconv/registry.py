@@ -34,6 +34,8 @@ __all__ = [
     "model_entry",
     "register_conv",
     "register_model",
+    "replaces",
+    "stem_default",
     "unregister_conv",
 ]
 
@@ -160,6 +162,18 @@ def conv_entry(name: str) -> ConvEntry:
     if not isinstance(name, str) or name not in _CONVS:
         raise _unknown("conv", name, _CONVS)
     return _CONVS[name]
+
+
+def stem_default(conv: str | ConvBuilder) -> bool:
+    """Whether operator `conv` replaces a network's stem by default (its registry entry; False for a builder)."""
+    return conv_entry(conv).replace_stem if isinstance(conv, str) else False
+
+
+def replaces(kernel_size: tuple[int, int], *, stem: bool, replace_stem: bool) -> bool:
+    """The one rule for which convs an operator takes, in backbones (`ConvFactory`) and in `convert`: the
+    spatial ones (kernel larger than 1x1: the operators factorize the spatial part, a 1x1 projection has none),
+    and the stem only when `replace_stem` (a 3-channel stem is too thin to factorize, as the papers keep it)."""
+    return tuple(kernel_size) != (1, 1) and (replace_stem or not stem)
 
 
 def model_entry(name: str) -> ModelEntry:

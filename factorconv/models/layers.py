@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops.spec import as_pair
-from ..registry import ConvBuilder, conv_entry, create_conv2d
+from ..registry import ConvBuilder, create_conv2d, replaces, stem_default
 
 __all__ = [
     "ConvFactory",
@@ -45,7 +45,7 @@ class ConvFactory:
         replace_stem: bool | None = None,
     ) -> None:
         if replace_stem is None:
-            replace_stem = conv_entry(conv).replace_stem if isinstance(conv, str) else False
+            replace_stem = stem_default(conv)
         self.conv = conv
         self.conv_kwargs = dict(conv_kwargs or {})
         self.replace_stem = bool(replace_stem)
@@ -66,8 +66,8 @@ class ConvFactory:
         k = as_pair("ConvFactory", "kernel_size", kernel_size, 1)
         if padding is None:  # 'same' for odd kernels, as every backbone here uses
             padding = (dilation * (k[0] - 1) // 2, dilation * (k[1] - 1) // 2)
-        replace = k != (1, 1) and (self.replace_stem or not stem)
-        conv, extra = (self.conv, self.conv_kwargs) if replace else ("conv", {})
+        taken = replaces(k, stem=stem, replace_stem=self.replace_stem)
+        conv, extra = (self.conv, self.conv_kwargs) if taken else ("conv", {})
         return create_conv2d(
             in_ch, out_ch, k, conv=conv, stride=stride, padding=padding, dilation=dilation, groups=groups,
             bias=bias, **extra,

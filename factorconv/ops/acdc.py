@@ -30,7 +30,7 @@ from ..registry import register_conv
 from .base import ConvOperator
 from .chain import AddBias
 from .channel import ChannelGather
-from .spec import Cost, conv_macs
+from .spec import Cost, conv_macs, float_bits
 
 __all__ = ["ACDCConv2d", "CoefficientBank", "expand", "fit_shared_coefficients", "share_coefficients"]
 
@@ -301,19 +301,20 @@ class ACDCConv2d(ConvOperator):
         """Own atoms (+ bias), and the bank where this layer owns it; MACs of the (grouped) conv it runs."""
         params = sum(p.numel() for p in self.parameters())
         macs = self.kernel_macs(in_hw)
-        deploy_params = self._deploy_params()
-        deploy_macs = macs if self.sets > 1 else self.spec.macs(in_hw)
-        return Cost(params, params * 32, macs, deploy_params, deploy_params * 32, deploy_macs)
+        deploy_params, deploy_bits, deploy_macs, _ = self.deploy_cost(in_hw, macs)
+        return Cost(params, params * float_bits(self), macs, deploy_params, deploy_bits, deploy_macs)
 
-    def _deploy_params(self) -> int:
-        so, si = self.block
-        weight = self.sets * so * si * self.kernel_size[0] * self.kernel_size[1]
-        return weight + (self.out_channels if self.bias is not None else 0)
-
-    def deploy(self) -> nn.Module:
-        """The folded conv; for ACDC-g the grouped conv with its gathers (far smaller than the fold)."""
+    def factorized_size(self) -> tuple[int, int] | None:
+        """ACDC-g's grouped conv (with its gathers); a layer of one set has only the fold."""
         if self.sets == 1:
-            return self.fold()
+            return None
+        so, si = self.block
+        n = self.sets * so * si * self.kernel_size[0] * self.kernel_size[1]
+        n += self.out_channels if self.bias is not None else 0
+        return n, n * float_bits(self)
+
+    def factorized_deploy(self) -> nn.Module:
+        """ACDC-g's grouped conv with its gathers (far smaller than the fold)."""
         with torch.no_grad():
             weight = self.group_weight(self.atoms).detach()
         conv = nn.Conv2d(weight.shape[1] * self.sets, self.out_channels, self.kernel_size, self.stride, self.padding,

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .runtime import compose_for_cache, dense_strides, in_layout
-from .spec import ConvSpec, Cost
+from .spec import ConvSpec, Cost, float_bits
 from .speed import FEATURE_PATH_MARGIN
 
 __all__ = ["PATHS", "ConvOperator", "OperatorMixin", "is_operator"]
@@ -88,9 +88,38 @@ class OperatorMixin:
         conv.train(self.training)
         return conv
 
+    # -- the deploy form: one rule for every operator -------------------------------------------------------
+    def factorized_size(self) -> tuple[int, int] | None:
+        """Optional hook: (params, bits) of the operator's factorized deploy form; None when it has none."""
+        return None
+
+    def factorized_deploy(self) -> nn.Module:
+        """Optional hook, with factorized_size: the factorized deploy form as plain modules."""
+        raise NotImplementedError(f"{type(self).__name__} has no factorized deploy form")
+
+    def folded_size(self) -> tuple[int, int]:
+        """(params, bits) of fold(): the dense kernel, and a bias when the equivalent conv has one."""
+        params = self.spec.weight_numel + (self.out_channels if self.dense_bias() is not None else 0)
+        return params, params * float_bits(self)
+
+    def ships_factorized(self) -> bool:
+        """The deploy rule: the factorized form where it is stored in fewer bits than the dense fold."""
+        size = self.factorized_size()
+        return size is not None and size[1] < self.folded_size()[1]
+
     def deploy(self) -> nn.Module:
-        """The form to ship: the folded conv, unless an operator overrides it with a smaller form."""
-        return self.fold()
+        """The form to ship: the factorized form where `ships_factorized()`, else the folded conv."""
+        return self.factorized_deploy() if self.ships_factorized() else self.fold()
+
+    def deploy_cost(self, in_hw: tuple[int, int], factorized_macs: int,
+                    factorized_adds: int = 0) -> tuple[int, int, int, int]:
+        """(params, bits, MACs, adds) of what deploy() returns, decided by the same rule; the caller gives the
+        factorized form's MACs and additions (the folded conv's are the spec's MACs and none)."""
+        if self.ships_factorized():
+            params, bits = self.factorized_size()
+            return params, bits, factorized_macs, factorized_adds
+        params, bits = self.folded_size()
+        return params, bits, self.spec.macs(in_hw), 0
 
     @classmethod
     def from_conv(cls, conv: nn.Module, **options: Any) -> OperatorMixin:
@@ -135,7 +164,9 @@ class ConvOperator(OperatorMixin, nn.Module):
     Optional hooks, with their defaults here or in OperatorMixin:
       `load_from_conv(w, b) -> relative error` for from_conv (a closed form, or `self.fit_kernel(w)`
           with `from_conv_exact = False`); `dense_bias()` the layer's bias; `reset_like_conv(init)`
-          initialise as the backbone would a plain conv; `deploy()` the form to ship (default fold());
+          initialise as the backbone would a plain conv; `factorized_size()` and `factorized_deploy()` a
+          factorized deploy form, which deploy() ships where it is smaller than the fold (`deploy_cost` gives
+          `cost` the same decision);
           `storage_bits()` bits of parameters stored narrower than their dtype (binary configurations);
       `has_feature_path = True` with `feature_forward(x)` and `feature_macs(in_hw)`: the operator can run
           as its factors, and the path is chosen by MACs against the kernel path (`kernel_macs`,

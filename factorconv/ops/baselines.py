@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from ..functional import expand_grouped_kernel
 from ..registry import register_conv
 from .base import ConvOperator, OperatorMixin
-from .spec import ConvSpec, Cost, conv_macs, dense_cost
+from .spec import ConvSpec, Cost, conv_macs, dense_cost, float_bits
 from .speed import SSEP_FEATURE_PATH_MARGIN
 
 __all__ = ["DepthwiseConv2d", "DepthwiseSeparableConv2d", "SpatialSeparableConv2d", "StandardConv2d"]
@@ -44,7 +44,7 @@ class StandardConv2d(OperatorMixin, nn.Conv2d):
         return self.weight
 
     def cost(self, in_hw: tuple[int, int]) -> Cost:
-        return dense_cost(self.spec, in_hw, self.weight.element_size() * 8)
+        return dense_cost(self.spec, in_hw, float_bits(self))
 
     def load_from_conv(self, weight: Tensor, bias: Tensor | None) -> float:
         self.weight.copy_(weight)
@@ -99,46 +99,21 @@ class DepthwiseConv2d(StandardConv2d):
 
 
 class _TwoFactorOperator(ConvOperator):
-    """Shared deploy logic of operators made of two stacked convs (`first` then `second`)."""
+    """Shared by operators made of two stacked convs (`first` then `second`): their factorized deploy form is
+    the two convs (subclasses give its size, `factorized_size`), their cost the feature path's MACs."""
 
     first: nn.Conv2d
     second: nn.Conv2d
 
-    def _factorized_deploy_params(self) -> int:
-        raise NotImplementedError
+    def factorized_deploy(self) -> nn.Module:
+        """The two convs as plain nn.Conv2d (deploy() ships them where they are smaller than the fold)."""
+        return nn.Sequential(_copy_conv(self.first), _copy_conv(self.second, bias=self.bias))
 
-    def _folded_has_bias(self) -> bool:
-        return self.bias is not None
-
-    def _folded_params(self) -> int:
-        return self.spec.weight_numel + (self.out_channels if self._folded_has_bias() else 0)
-
-    def _factorized_is_smaller(self) -> bool:
-        return self._factorized_deploy_params() < self._folded_params()
-
-    def deploy(self) -> nn.Module:
-        """The two convs (any BatchNorm folded into the first) when that is smaller than the dense fold."""
-        if not self._factorized_is_smaller():
-            return self.fold()
-        first, second = self._deploy_factors()
-        return nn.Sequential(first, second)
-
-    def _deploy_factors(self) -> tuple[nn.Conv2d, nn.Conv2d]:
-        first = _copy_conv(self.first)
-        second = _copy_conv(self.second, bias=self.bias)
-        return first, second
-
-    def _cost(self, in_hw: tuple[int, int], feature_macs: int) -> Cost:
+    def cost(self, in_hw: tuple[int, int]) -> Cost:
         params = sum(p.numel() for p in self.parameters())
-        bits = sum(p.numel() * p.element_size() * 8 for p in self.parameters())
-        bits_per = self.first.weight.element_size() * 8
-        if self._factorized_is_smaller():
-            deploy_params = self._factorized_deploy_params()
-            deploy_macs = feature_macs
-        else:
-            deploy_params = self._folded_params()
-            deploy_macs = self.spec.macs(in_hw)
-        return Cost(params, bits, feature_macs, deploy_params, deploy_params * bits_per, deploy_macs)
+        feature_macs = self.feature_macs(in_hw)
+        deploy_params, deploy_bits, deploy_macs, _ = self.deploy_cost(in_hw, feature_macs)
+        return Cost(params, params * float_bits(self), feature_macs, deploy_params, deploy_bits, deploy_macs)
 
 
 def _copy_conv(conv: nn.Conv2d, weight: Tensor | None = None, bias: Tensor | None = None) -> nn.Conv2d:
@@ -234,9 +209,6 @@ class DepthwiseSeparableConv2d(_TwoFactorOperator):
         shift = torch.einsum("gom,gm->go", pw, affine[1].view(g, -1)).reshape(-1)
         return shift if self.bias is None else shift + self.bias
 
-    def _folded_has_bias(self) -> bool:
-        return self.bias is not None or self.norm is not None
-
     def choose_path(self, x: Tensor, cached: bool | None = None) -> str:
         if self.norm is not None and self.training:
             return "feature"  # batch statistics: the two convs are not one linear map
@@ -259,23 +231,22 @@ class DepthwiseSeparableConv2d(_TwoFactorOperator):
             mid, self.out_channels, (1, 1), self.groups, out_hw
         )
 
-    def _factorized_deploy_params(self) -> int:
+    def factorized_size(self) -> tuple[int, int]:
         mid = self.in_channels * self.multiplier
         kh, kw = self.kernel_size
         n = mid * kh * kw + self.out_channels * mid // self.groups
         n += mid if self.norm is not None else 0  # the BatchNorm shift becomes the depthwise bias
-        return n + (self.out_channels if self.bias is not None else 0)
+        n += self.out_channels if self.bias is not None else 0
+        return n, n * float_bits(self)
 
-    def _deploy_factors(self) -> tuple[nn.Conv2d, nn.Conv2d]:
+    def factorized_deploy(self) -> nn.Module:
+        """The depthwise and pointwise convs, an eval-mode BatchNorm folded into the depthwise one."""
         affine = self._norm_affine()
         if affine is None:
-            return super()._deploy_factors()
+            return super().factorized_deploy()
         scale, shift = affine
         first = _copy_conv(self.first, self.first.weight * scale.view(-1, 1, 1, 1), shift)
-        return first, _copy_conv(self.second, bias=self.bias)
-
-    def cost(self, in_hw: tuple[int, int]) -> Cost:
-        return self._cost(in_hw, self.feature_macs(in_hw))
+        return nn.Sequential(first, _copy_conv(self.second, bias=self.bias))
 
     def load_from_conv(self, weight: Tensor, bias: Tensor | None) -> float:
         """Least squares per input channel: the best rank-`multiplier` split of its (outputs × taps) slice."""
@@ -369,12 +340,10 @@ class SpatialSeparableConv2d(_TwoFactorOperator):
             s.in_channels, s.out_channels, s.kernel_size, s.groups, out_hw
         )
 
-    def _factorized_deploy_params(self) -> int:
+    def factorized_size(self) -> tuple[int, int]:
         n = self.first.weight.numel() + self.second.weight.numel()
-        return n + (self.out_channels if self.bias is not None else 0)
-
-    def cost(self, in_hw: tuple[int, int]) -> Cost:
-        return self._cost(in_hw, self.feature_macs(in_hw))
+        n += self.out_channels if self.bias is not None else 0
+        return n, n * float_bits(self)
 
     def load_from_conv(self, weight: Tensor, bias: Tensor | None) -> float:
         """Least squares: the kernel as a matrix [(out, kw), (in, kh)] per group, truncated SVD to mid/g."""

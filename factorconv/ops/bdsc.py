@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from ..registry import register_conv
 from .base import ConvOperator
-from .spec import Cost, conv_macs, conv_output_hw
+from .spec import Cost, conv_macs, conv_output_hw, float_bits
 
 __all__ = ["BalancedDecoupledConv2d", "DecoupledConv2d", "PackedBDSC", "decouple", "pack_bits", "unpack_bits"]
 
@@ -109,9 +109,9 @@ class DecoupledConv2d(_PaddedInput):
         out_hw = self.spec.out_hw(in_hw)
         kh, kw = self.kernel_size
         adds = self.out_channels * kh * kw * out_hw[0] * out_hw[1]
-        deploy = params  # the fold has exactly the 1x1 kernel's entries
-        return Cost(params, params * 32, self.feature_macs(in_hw), deploy, deploy * 32, self.spec.macs(in_hw),
-                    adds=adds)
+        deploy_params, deploy_bits, deploy_macs, _ = self.deploy_cost(in_hw, 0)  # no factorized form: the fold
+        return Cost(params, params * float_bits(self), self.feature_macs(in_hw), deploy_params, deploy_bits,
+                    deploy_macs, adds=adds)
 
     def load_from_conv(self, weight: Tensor, bias: Tensor | None) -> float:
         self.pointwise.copy_(weight.permute(0, 2, 3, 1).reshape_as(self.pointwise))
@@ -277,13 +277,14 @@ class BalancedDecoupledConv2d(_PaddedInput):
         norm_params = 2 * self.hidden if self.norm is not None else 0
         bias = self.out_channels if self.bias is not None else 0
         params = pointwise + norm_params + entries + bias
-        bits = (pointwise + norm_params + bias) * 32 + entries * (1 if self.binary else 32)
-        if not self.binary:  # BDSC-float deploys as its exact fold
-            folded = self.spec.weight_numel + (self.out_channels if bias or self.norm is not None else 0)
-            return Cost(params, bits, self.feature_macs(in_hw), folded, folded * 32, self.spec.macs(in_hw))
+        width = float_bits(self)
+        bits = (pointwise + norm_params + bias) * width + entries * (1 if self.binary else width)
+        if not self.binary:  # BDSC-float has no packed form: it deploys as its exact fold
+            deploy_params, deploy_bits, deploy_macs, _ = self.deploy_cost(in_hw, 0)
+            return Cost(params, bits, self.feature_macs(in_hw), deploy_params, deploy_bits, deploy_macs)
         first = conv_macs(self.in_channels, self.hidden, (1, 1), self.groups, self._padded_hw(in_hw))
         macs = first + self.out_channels * pixels  # the 1x1 conv, and α
-        deploy_params, deploy_bits, deploy_macs, deploy_adds = _packed_deploy(self, pixels, macs)
+        deploy_params, deploy_bits, deploy_macs, deploy_adds = self.deploy_cost(in_hw, macs, _packed_adds(self, pixels))
         return Cost(params, bits, macs, deploy_params, deploy_bits, deploy_macs, adds=entries * pixels,
                     deploy_adds=deploy_adds)
 
@@ -305,25 +306,34 @@ class BalancedDecoupledConv2d(_PaddedInput):
             raise ValueError("BalancedDecoupledConv2d.pack: BDSC-float has no binary configuration to pack")
         return PackedBDSC.from_bdsc(self)
 
-    def deploy(self) -> nn.Module:
-        return self.pack() if self.binary else self.fold()
+    def factorized_size(self) -> tuple[int, int] | None:
+        """The packed form (`pack()`); BDSC-float has none."""
+        return _packed_size(self) if self.binary else None
+
+    def factorized_deploy(self) -> nn.Module:
+        return self.pack()
 
     def extra_repr(self) -> str:
         s = super().extra_repr() + f", p={self.p}, hidden={self.hidden}"
         return s + ("" if self.binary else ", binary=False")
 
 
-def _packed_deploy(op: BalancedDecoupledConv2d | PackedBDSC, pixels: int, macs: int) -> tuple[int, int, int, int]:
-    """(deploy params, bits, MACs, adds) of the packed form: the 1x1 kernel, the BatchNorm (two parameters
-    and two running statistics per channel, stored), α and the bias as floats; the configuration's entries
-    count as parameters of one bit each. Its additions: the ones of the 0/1 configuration (q of the entries)
-    and the compensation's box sum."""
+def _packed_size(op: BalancedDecoupledConv2d | PackedBDSC) -> tuple[int, int]:
+    """(params, bits) of the packed form: the 1x1 kernel, the BatchNorm (two parameters and two running
+    statistics per channel, stored), α and the bias as floats; the configuration's entries count as parameters
+    of one bit each."""
     entries = op.out_channels * (op.hidden // op.groups) * op.kernel_size[0] * op.kernel_size[1]
     floats = op.pointwise.numel() + op.out_channels + (op.out_channels if op.bias is not None else 0)
     norm = 2 * op.hidden if op.norm is not None else 0  # affine parameters; as many running statistics
+    return floats + norm + entries, (floats + 2 * norm) * float_bits(op) + entries
+
+
+def _packed_adds(op: BalancedDecoupledConv2d | PackedBDSC, pixels: int) -> int:
+    """Additions of the packed form: the ones of the 0/1 configuration (q of the entries) and the
+    compensation's box sum."""
+    entries = op.out_channels * (op.hidden // op.groups) * op.kernel_size[0] * op.kernel_size[1]
     box = op.hidden * op.kernel_size[0] * op.kernel_size[1] * pixels
-    adds = round(op.density * entries * pixels) + box
-    return floats + norm + entries, (floats + 2 * norm) * 32 + entries, macs, adds
+    return round(op.density * entries * pixels) + box
 
 
 def pack_bits(bits: Tensor) -> Tensor:
@@ -400,8 +410,10 @@ class PackedBDSC(nn.Module):
         pixels = out_hw[0] * out_hw[1]
         macs = conv_macs(self.in_channels, self.hidden, (1, 1), self.groups, padded) + self.out_channels * pixels
         params = sum(p.numel() for p in self.parameters())
-        deploy_params, deploy_bits, _, adds = _packed_deploy(self, pixels, macs)
-        return Cost(params, params * 32, macs, deploy_params, deploy_bits, macs, adds=adds, deploy_adds=adds)
+        deploy_params, deploy_bits = _packed_size(self)
+        adds = _packed_adds(self, pixels)
+        return Cost(params, params * float_bits(self), macs, deploy_params, deploy_bits, macs, adds=adds,
+                    deploy_adds=adds)
 
     def configuration(self) -> Tensor:
         """The 0/1 configuration M, unpacked once (every call when scripted: TorchScript keeps no cache)."""

@@ -16,7 +16,7 @@ from ..functional import compose_kernels, expand_grouped_kernel, take_grouped_ke
 from .base import ConvOperator
 from .channel import ChannelGather
 from .runtime import compose_for_cache, full_precision, in_layout
-from .spec import Cost, conv_macs, conv_output_hw
+from .spec import Cost, conv_macs, conv_output_hw, float_bits
 from .speed import GATHER_MAC_EQUIVALENT, GROUP_RATE_CHANNELS
 
 __all__ = ["AddBias", "GroupConvChain"]
@@ -172,17 +172,13 @@ class GroupConvChain(ConvOperator):
             macs += conv_macs(conv.in_channels, conv.out_channels, conv.kernel_size, conv.groups, hw)
         return macs
 
-    def _factorized_params(self) -> int:
+    def factorized_size(self) -> tuple[int, int]:
         n = sum(conv.weight.numel() for conv in self.parts)
-        return n + (self.out_channels if self.bias is not None else 0)
+        n += self.out_channels if self.bias is not None else 0
+        return n, n * float_bits(self)
 
-    def _folded_params(self) -> int:
-        return self.spec.weight_numel + (self.out_channels if self.bias is not None else 0)
-
-    def deploy(self) -> nn.Module:
-        """The chain of plain group convs and gathers when smaller than the folded conv, else the fold."""
-        if self._factorized_params() >= self._folded_params():
-            return self.fold()
+    def factorized_deploy(self) -> nn.Module:
+        """The chain of plain group convs and gathers (deploy() ships it where it is smaller than the fold)."""
         modules: list[nn.Module] = []
         for module in self.chain():
             if isinstance(module, nn.Conv2d):
@@ -201,11 +197,8 @@ class GroupConvChain(ConvOperator):
     def cost(self, in_hw: tuple[int, int]) -> Cost:
         params = sum(p.numel() for p in self.parameters())
         macs = self.feature_macs(in_hw)
-        if self._factorized_params() < self._folded_params():
-            deploy_params, deploy_macs = self._factorized_params(), macs
-        else:
-            deploy_params, deploy_macs = self._folded_params(), self.spec.macs(in_hw)
-        return Cost(params, params * 32, macs, deploy_params, deploy_params * 32, deploy_macs)
+        deploy_params, deploy_bits, deploy_macs, _ = self.deploy_cost(in_hw, macs)
+        return Cost(params, params * float_bits(self), macs, deploy_params, deploy_bits, deploy_macs)
 
     def load_from_conv(self, weight: Tensor, bias: Tensor | None) -> float:
         """A least-squares fit by gradient descent (the factorization is structured and non-convex)."""

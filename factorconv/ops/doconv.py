@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from ..registry import register_conv
 from .base import ConvOperator
-from .spec import Cost, conv_macs, dense_cost
+from .spec import Cost, conv_macs, float_bits
 
 __all__ = ["DOConv2d", "over_parameterization_basis"]
 
@@ -185,10 +185,9 @@ class DOConv2d(ConvOperator):
 
     def cost(self, in_hw: tuple[int, int]) -> Cost:
         """Trained form: W, D' (and bias); MACs are those of the folded conv (DO-Conv adds none at inference)."""
-        folded = dense_cost(self.spec, in_hw, self.W.element_size() * 8)
         params = sum(p.numel() for p in self.parameters())
-        return Cost(params, params * self.W.element_size() * 8, folded.macs, folded.deploy_params,
-                    folded.deploy_bits, folded.deploy_macs)
+        deploy_params, deploy_bits, deploy_macs, _ = self.deploy_cost(in_hw, 0)  # no factorized form: the fold
+        return Cost(params, params * float_bits(self), deploy_macs, deploy_params, deploy_bits, deploy_macs)
 
     def load_from_conv(self, weight: Tensor, bias: Tensor | None) -> float:
         """Exact when D_mul >= M·N (D' = 0, W holds the kernel); a per-input-channel rank-D_mul least-squares

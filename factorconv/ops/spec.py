@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["ConvSpec", "Cost", "as_int", "as_pair", "conv_macs", "conv_output_hw", "dense_cost"]
+__all__ = ["ConvSpec", "Cost", "as_int", "as_pair", "conv_macs", "conv_output_hw", "dense_cost", "float_bits"]
 
 
 @dataclass(frozen=True)
@@ -173,6 +173,15 @@ class ConvSpec:
     @property
     def weight_numel(self) -> int:
         return self.out_channels * (self.in_channels // self.groups) * self.kernel_size[0] * self.kernel_size[1]
+
+
+def float_bits(module: nn.Module) -> int:
+    """Bits of one float element as `module` stores it: the width of its first floating parameter's dtype (32
+    when it has none). The one bit count of every Cost; accounting.profile counts plain layers the same way."""
+    for p in module.parameters():
+        if p.is_floating_point():
+            return p.element_size() * 8
+    return 32
 
 
 def dense_cost(spec: ConvSpec, in_hw: tuple[int, int], bits: int = 32) -> Cost:
