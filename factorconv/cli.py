@@ -169,8 +169,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
 
 def _train_config(args: argparse.Namespace) -> tuple[Any, bool]:
-    from .train import RESUME_SAFE_FIELDS, TrainConfig, resolve_config
-    from .train.checkpoint import load_checkpoint
+    from .train import resolve_config, resume_config
 
     overrides = parse_options(args.set, "--set")
     flags = {"model": args.model, "conv": args.conv, "width": args.width, "data": args.data,
@@ -183,19 +182,11 @@ def _train_config(args: argparse.Namespace) -> tuple[Any, bool]:
                      **overrides}
     if args.resume is None:
         return resolve_config(args.preset, args.config, {**flags, **overrides}), False
-    changes = {**flags, **overrides}
-    changes.pop("run_dir", None)
-    saved = TrainConfig.from_dict(load_checkpoint(args.resume)["config"]).to_dict()
-    # a flag that repeats the saved value changes nothing (a command line rerun with --resume added)
-    probe = resolve_config(None, None, changes, base=saved).to_dict() if changes else saved
-    bad = sorted(k for k in changes if k.split(".")[0] not in RESUME_SAFE_FIELDS
-                 and probe[k.split(".")[0]] != saved[k.split(".")[0]])
-    if bad or args.preset or args.config:
-        what = ", ".join(bad) if bad else ("--preset" if args.preset else "--config")
-        raise UsageError(f"--resume continues the run with its saved config; it cannot change {what} "
-                         f"(resumable: {', '.join(sorted(RESUME_SAFE_FIELDS))})")
-    saved["run_dir"] = str(args.resume if not str(args.resume).endswith(".pt") else Path(args.resume).parent)
-    return resolve_config(None, None, changes, base=saved), True
+    if args.preset or args.config:
+        raise UsageError(f"--resume continues the run with its saved config; it cannot change "
+                         f"{'--preset' if args.preset else '--config'}")
+    changes = {k: v for k, v in {**flags, **overrides}.items() if k != "run_dir"}
+    return resume_config(args.resume, changes), True
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -305,36 +296,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .data import TensorLoader
-    from .export import check_export, export_form, export_model
-    from .train import load_trained
+    from .train import export_run
 
-    model, cfg, state, test = load_trained(args.path)
-    shipped = export_form(model, fold=args.fold, pack=args.pack)
-    example = torch.randn(1, *test.images.shape[1:])
-    suffix = {"onnx": ".onnx", "torchscript": ".ts.pt", "state_dict": ".state.pt"}[args.format]
-    run_dir = Path(args.path) if Path(args.path).is_dir() else Path(args.path).parent
-    form = "-".join(["model"] + (["folded"] if args.fold else []) + (["packed"] if args.pack else []))
-    out = Path(args.out) if args.out else run_dir / f"{form}{suffix}"
-    export_model(shipped, out, args.format, example, dynamo=args.dynamo, constant_folding=not args.pack)
-    report: dict[str, Any] = {"file": str(out), "bytes": out.stat().st_size, "format": args.format,
-                              "fold": args.fold, "pack": args.pack,
-                              "params": sum(p.numel() for p in shipped.parameters())}
-    if args.check:
-        gen = torch.Generator().manual_seed(0)
-        randoms = [torch.randn(args.check_batch, *test.images.shape[1:], generator=gen) for _ in range(2)]
-        loader = TensorLoader(test.subset(args.check_images, 0), args.check_batch, shuffle=False,
-                              mean=state["mean"], std=state["std"])
-        real = [x for x, _ in loader.epoch(0)]
-        reference = shipped if args.format == "state_dict" else model  # a state_dict holds the shipped form
-        report["check_random"] = check_export(out, args.format, reference, randoms)
-        report["check_real"] = check_export(out, args.format, reference, real)
+    report = export_run(args.path, args.format, fold=args.fold, pack=args.pack, out=args.out, check=args.check,
+                        check_images=args.check_images, check_batch=args.check_batch, dynamo=args.dynamo)
     failed = args.check and max(report[k]["max_rel_error"] for k in ("check_random", "check_real")) > args.tolerance
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps({k: v for k, v in report.items() if k not in ("form", "data")}, indent=2))
     else:
-        print(f"wrote {out} ({report['bytes']:,} bytes, {args.format}, {form.replace('-', ', ')})")
-        for key, what in (("check_random", "random inputs"), ("check_real", f"{cfg.data} test images")):
+        print(f"wrote {report['file']} ({report['bytes']:,} bytes, {args.format}, {report['form'].replace('-', ', ')})")
+        for key, what in (("check_random", "random inputs"), ("check_real", f"{report['data']} test images")):
             if key in report:
                 c = report[key]
                 print(f"check on {c['images']} {what}: max |error| {c['max_abs_error']:.2e} (relative "

@@ -15,10 +15,13 @@ from .engine import (
     fit,
     load_trained,
     resolve_config,
+    resume_config,
 )
 from .presets import PRESETS, Preset, list_presets, preset_values
 from .rundir import RunDir, RunDirError
 from .schedule import lr_at
+from .shipping import export_run
+from .state import TrainState
 
 __all__ = [
     "PRESETS",
@@ -32,11 +35,13 @@ __all__ = [
     "RunDirError",
     "TrainConfig",
     "TrainError",
+    "TrainState",
     "Trainer",
     "apply_overrides",
     "build_model",
     "evaluate_checkpoint",
     "evaluate_model",
+    "export_run",
     "fit",
     "list_presets",
     "load_checkpoint",
@@ -45,5 +50,6 @@ __all__ = [
     "lr_at",
     "preset_values",
     "resolve_config",
+    "resume_config",
     "save_checkpoint",
 ]

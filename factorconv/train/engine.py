@@ -31,11 +31,12 @@ from ..registry import create_model
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig, apply_overrides, load_config_file
 from .distributed import DistContext, all_reduce_sum, broadcast_buffers, init_distributed, shutdown_distributed
-from .health import DIVERGED, LossTrace, assess
+from .health import DIVERGED, assess
 from .presets import preset_values
 from .progress import Progress
 from .rundir import RunDir, RunDirError, environment
 from .schedule import lr_at
+from .state import TrainState
 
 __all__ = [
     "RESUME_SAFE_FIELDS",
@@ -49,6 +50,7 @@ __all__ = [
     "fit",
     "load_trained",
     "resolve_config",
+    "resume_config",
 ]
 
 Callback = Callable[[str, dict[str, Any]], None]
@@ -94,6 +96,23 @@ def resolve_config(
     values = apply_overrides(values, file_values)
     values = apply_overrides(values, overrides or {})
     return TrainConfig.from_dict(values).validate()
+
+
+def resume_config(run: str | Path, changes: dict[str, Any] | None = None) -> TrainConfig:
+    """The saved config of the run at `run` (its directory or checkpoint), with `changes` applied: only fields
+    a resume may change (RESUME_SAFE_FIELDS), or values equal to the saved ones (a command line rerun with
+    --resume added); anything else is a ValueError naming the fields."""
+    changes = dict(changes or {})
+    path = Path(run)
+    saved = TrainConfig.from_dict(load_checkpoint(path)["config"]).to_dict()
+    probe = resolve_config(None, None, changes, base=saved).to_dict() if changes else saved
+    bad = sorted(k for k in changes if k.split(".")[0] not in RESUME_SAFE_FIELDS
+                 and probe[k.split(".")[0]] != saved[k.split(".")[0]])
+    if bad:
+        raise ValueError(f"--resume continues the run with its saved config; it cannot change {', '.join(bad)} "
+                         f"(resumable: {', '.join(sorted(RESUME_SAFE_FIELDS))})")
+    saved["run_dir"] = str(path.parent if path.suffix == ".pt" else path)
+    return resolve_config(None, None, changes, base=saved)
 
 
 def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> nn.Module:
@@ -207,14 +226,6 @@ class Trainer:
             result = load()
         return result
 
-    def _state(self, model: nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-               progress: dict[str, Any]) -> dict[str, Any]:
-        rng = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        return {"model": _unwrap(model).state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
-                "rng": rng, "config": self.cfg.to_dict(), **progress}
-
     def _check_resume(self, saved: dict[str, Any]) -> None:
         for key, value in saved.items():
             if key not in RESUME_SAFE_FIELDS and getattr(self.cfg, key, value) != value:
@@ -222,7 +233,7 @@ class Trainer:
                                  f"trained with {value!r}, and changing it would not continue the same run "
                                  f"(resumable changes: {', '.join(sorted(RESUME_SAFE_FIELDS))})")
 
-    # -- loop ----------------------------------------------------------------------------------------
+    # -- the run: setup, steps, epoch ends, checkpoints, finish ------------------------------------------
 
     def _emit(self, event: str, info: dict[str, Any]) -> None:
         for cb in self.callbacks:
@@ -240,7 +251,10 @@ class Trainer:
                 torch.set_num_threads(max(1, (torch.multiprocessing.cpu_count() or 1) // ctx.local_world_size))
             if cfg.deterministic:
                 torch.use_deterministic_algorithms(True, warn_only=True)
-            return self._fit(ctx)
+            self.setup(ctx)
+            while self.state.step < self.total:
+                self.train_epoch()
+            return self.finish()
         except KeyboardInterrupt as err:  # checkpoints are atomic: the last one is whole; say how to go on
             ckpt = self.run.checkpoint
             err.resume_hint = (f"the last checkpoint, {ckpt}, is intact: continue with `factorconv train --resume "
@@ -251,9 +265,11 @@ class Trainer:
             torch.use_deterministic_algorithms(deterministic)
             shutdown_distributed(ctx)
 
-    def _fit(self, ctx: DistContext) -> dict[str, Any]:
+    def setup(self, ctx: DistContext) -> None:
+        """Prepare the run directory, the data, the model, optimizer and state (from the checkpoint when
+        resuming), and write config.json."""
         cfg = self.cfg
-        t_start = time.perf_counter()
+        self.ctx, self.t_start = ctx, time.perf_counter()
         error: Exception | None = None
         if ctx.is_main:
             try:
@@ -274,21 +290,23 @@ class Trainer:
         mean, std = (saved["mean"], saved["std"]) if saved else train_set.mean_std()
         train_set = train_set.subset(cfg.train_subset, cfg.seed)
         test_set = test_set.subset(cfg.test_subset, TEST_SUBSET_SEED)
-        device = ctx.device
-        amp = _amp_dtype(cfg, device)
+        self.input_size = tuple(train_set.images.shape[1:])
+        device = self.device = ctx.device
+        amp = self.amp = _amp_dtype(cfg, device)
         channels_last = cfg.channels_last if cfg.channels_last is not None else (device.type == "cpu" or
                                                                                   amp is not None)
-        train_loader = TensorLoader(train_set, cfg.batch_size, shuffle=True,
-                                    augment=Augment(cfg.augment_pad, cfg.augment_flip), mean=mean, std=std,
-                                    seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size, device=device,
-                                    channels_last=channels_last)
+        self.channels_last = channels_last
+        self.train_loader = TensorLoader(train_set, cfg.batch_size, shuffle=True,
+                                         augment=Augment(cfg.augment_pad, cfg.augment_flip), mean=mean, std=std,
+                                         seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size, device=device,
+                                         channels_last=channels_last)
         eval_batch = max(cfg.batch_size, 256) // ctx.world_size * ctx.world_size
-        test_loader = TensorLoader(test_set, eval_batch, shuffle=False, mean=mean, std=std, rank=ctx.rank,
-                                   world_size=ctx.world_size, device=device, channels_last=channels_last)
-        steps_per_epoch = len(train_loader)
+        self.test_loader = TensorLoader(test_set, eval_batch, shuffle=False, mean=mean, std=std, rank=ctx.rank,
+                                        world_size=ctx.world_size, device=device, channels_last=channels_last)
+        steps_per_epoch = self.steps_per_epoch = len(self.train_loader)
         if steps_per_epoch == 0:
             raise TrainError(f"{len(train_set)} training images make no batch of {cfg.batch_size}; lower batch_size")
-        total = cfg.steps if cfg.steps is not None else max(1, round(cfg.epochs * steps_per_epoch))
+        total = self.total = cfg.steps if cfg.steps is not None else max(1, round(cfg.epochs * steps_per_epoch))
 
         if device.type == "cpu":  # count on meta first: a model too large to train is an error, not a crash
             with torch.device("meta"):
@@ -303,175 +321,196 @@ class Trainer:
                 raise ValueError("config field 'sync_bn' = true needs CUDA (SyncBatchNorm has no CPU kernel)")
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         net = _unwrap(model)
-        hooks = [m for m in net.modules() if callable(getattr(m, "after_optimizer_step", None))]
+        self.hooks = [m for m in net.modules() if callable(getattr(m, "after_optimizer_step", None))]
         if ctx.distributed:
             model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                              weight_decay=cfg.weight_decay)
-        scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+        self.wrapped = model  # what the steps run: the model, or its DDP wrapper
+        self.opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                                   weight_decay=cfg.weight_decay)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
 
-        step, epoch, batch = 0, 0, 0
-        sums = [0.0, 0.0, 0.0]  # this epoch's loss sum, correct, count
-        train_seconds, seconds_before = 0.0, 0.0
-        best = {"test_acc": None, "epoch": None}
-        last_eval: dict[str, float | None] = {"test_loss": None, "test_acc": None}
-        trace = LossTrace(total, saved.get("loss_trace") if saved else None)
-        record: dict[str, Any] = dict(saved.get("last_record") or {}) if saved else {}
-        if saved is not None:
+        if saved is None:
+            self.state = TrainState.start(mean, std, total)
+        else:
+            self.state = TrainState.from_checkpoint(saved, total)
             net.load_state_dict(saved["model"])
-            opt.load_state_dict(saved["optimizer"])
-            scaler.load_state_dict(saved["scaler"])
+            self.opt.load_state_dict(saved["optimizer"])
+            self.scaler.load_state_dict(saved["scaler"])
             torch.set_rng_state(saved["rng"]["torch"])
             if "cuda" in saved["rng"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
-            step, epoch, batch = saved["step"], saved["epoch"], saved["batch"]
-            sums = list(saved["sums"])
-            train_seconds, seconds_before = saved["train_seconds"], saved["seconds"]
-            best, last_eval = dict(saved["best"]), dict(saved["last_eval"])
-            if step > total:
-                raise TrainError(f"{self.run.path} is at step {step}, past the {total} steps asked for; a run cannot "
-                                 f"be shortened: resume it with at least {step} steps, or train a new run")
+            if self.state.step > total:
+                raise TrainError(f"{self.run.path} is at step {self.state.step}, past the {total} steps asked for; a "
+                                 f"run cannot be shortened: resume it with at least {self.state.step} steps, or "
+                                 f"train a new run")
             if ctx.is_main:
-                self.run.truncate_metrics(step)
+                self.run.truncate_metrics(self.state.step)
         if ctx.is_main:
             self.run.write("config.json", {**cfg.to_dict(), "mean": mean, "std": std,
-                                           "classes": train_set.classes, "input_size": list(train_set.images.shape[1:]),
+                                           "classes": train_set.classes, "input_size": list(self.input_size),
                                            "world_size": ctx.world_size})
         self.model = net
 
-        progress = Progress(cfg.progress, total, step, cfg.log_every, enabled=ctx.is_main)
+        self.progress = Progress(cfg.progress, total, self.state.step, cfg.log_every, enabled=ctx.is_main)
         if ctx.is_main:
             what = f"{cfg.model}" + (f" conv={cfg.conv}" if cfg.conv else "") + (
                 f" width={cfg.width}" if cfg.width else "")
-            progress.write(f"training {what} on {cfg.data} ({len(train_set)} train / {len(test_set)} test images, "
-                           f"{steps_per_epoch} steps/epoch, {total} steps, batch {cfg.batch_size}"
-                           f"{f' on {ctx.world_size} ranks' if ctx.distributed else ''}, {device}"
-                           f"{', channels_last' if channels_last else ''}{f', amp {amp}' if amp else ''}) "
-                           f"-> {self.run.path}" + (f" (resumed at step {step})" if saved else ""))
-
-        def summary(status: str, health: dict[str, Any]) -> dict[str, Any]:
-            prof = profile(net, tuple(train_set.images.shape[1:]))
-            return {
-                "status": status, "run_dir": str(self.run.path), "model": cfg.model, "conv": cfg.conv,
-                "width": cfg.width, "data": cfg.data, "preset": cfg.preset, "health": health,
-                "loss_trace": trace.finished(), "steps": step, "epochs": step / steps_per_epoch,
-                "train_seconds": train_seconds, "seconds": seconds_before + time.perf_counter() - t_start,
-                "world_size": ctx.world_size, "device": str(device), "amp": str(amp) if amp else None,
-                "channels_last": channels_last,
-                "profile": {k: getattr(prof, k) for k in ("params", "param_bits", "buffers", "macs", "deploy_params",
-                                                          "deploy_macs", "size_bytes")},
-                "config": cfg.to_dict(), "environment": environment(),
-            }
-
-        def diverged(message: str) -> DivergedError:
-            """The error to raise for a non-finite loss, weight or gradient, after recording the run as
-            diverged in result.json (a study then reports it instead of training it again)."""
-            result = summary(DIVERGED, assess((), nonfinite=True) | {"reason": message})
-            result.update(test_loss=None, test_acc=None, train_loss=None, train_acc=None)
-            if ctx.is_main:
-                self.run.write("result.json", result)
-            return DivergedError(message, result)
-
-        def checkpoint() -> None:
-            if not ctx.is_main:
-                return
-            broken = next((n for n, t in net.state_dict().items()
-                           if t.is_floating_point() and not torch.isfinite(t).all()), None)
-            if broken is not None:  # a finite loss can still come with an update that overflowed the weights
-                progress.close()
-                raise diverged(f"{broken} became NaN/inf by step {step}; this state was not saved; "
-                               + self._last_good())
-            state = self._state(model, opt, scaler, {
-                "step": step, "epoch": epoch, "batch": batch, "sums": sums, "train_seconds": train_seconds,
-                "seconds": seconds_before + time.perf_counter() - t_start, "best": best, "last_eval": last_eval,
-                "mean": mean, "std": std, "loss_trace": trace.state_dict(), "last_record": record})
-            try:
-                save_checkpoint(state, self.run.checkpoint)
-            except CheckpointError as err:
-                raise TrainError(str(err)) from None
-            self._emit("checkpoint", {"step": step, "epoch": epoch, "batch": batch})
-
+            self.progress.write(
+                f"training {what} on {cfg.data} ({len(train_set)} train / {len(test_set)} test images, "
+                f"{steps_per_epoch} steps/epoch, {total} steps, batch {cfg.batch_size}"
+                f"{f' on {ctx.world_size} ranks' if ctx.distributed else ''}, {device}"
+                f"{', channels_last' if channels_last else ''}{f', amp {amp}' if amp else ''}) "
+                f"-> {self.run.path}" + (f" (resumed at step {self.state.step})" if saved else ""))
         model.train()
-        criterion_smoothing = cfg.label_smoothing
-        while step < total:
-            t_epoch = time.perf_counter()
-            for x, y in train_loader.epoch(epoch, batch):
-                lr = lr_at(cfg, step, steps_per_epoch, total)
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                with _autocast(device, amp):
-                    out = model(x)
-                    loss = F.cross_entropy(out.float(), y, label_smoothing=criterion_smoothing)
-                stats = torch.stack([loss.detach().double() * len(y), (out.argmax(1) == y).sum().double(),
-                                     torch.tensor(len(y), dtype=torch.float64, device=device),
-                                     (~torch.isfinite(loss.detach())).double()])
-                stats = all_reduce_sum(stats, ctx).tolist()
-                if stats[3]:
-                    progress.close()
-                    raise diverged(self._nonfinite_message(step, epoch))
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.grad_clip is not None:
-                    scaler.unscale_(opt)
-                    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    if not torch.isfinite(norm) and amp != torch.float16:
-                        progress.close()
-                        raise diverged(self._nonfinite_message(step, epoch, "gradient norm"))
-                scaler.step(opt)
-                scaler.update()
-                with torch.no_grad():
-                    for m in hooks:
-                        m.after_optimizer_step()
-                step += 1
-                batch += 1
-                trace.add(stats[0] / stats[2])
-                sums = [sums[0] + stats[0], sums[1] + stats[1], sums[2] + stats[2]]
-                loss_avg, acc_avg = sums[0] / sums[2], sums[1] / sums[2]
-                progress.step(step, epoch, loss_avg, acc_avg, lr)
-                if ctx.is_main and step % cfg.log_every == 0:
-                    self.run.append_metrics({"kind": "step", "step": step, "epoch": epoch + batch / steps_per_epoch,
-                                             "train_loss": loss_avg, "train_acc": acc_avg, "lr": lr})
-                self._emit("step", {"step": step, "epoch": epoch, "batch": batch, "loss": stats[0] / stats[2]})
-                if step >= total:
-                    break
-                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and batch < steps_per_epoch:
-                    train_seconds += time.perf_counter() - t_epoch
-                    checkpoint()
-                    t_epoch = time.perf_counter()
-            train_seconds += time.perf_counter() - t_epoch
-            epoch_done = batch >= steps_per_epoch
-            finished = step >= total
-            record = {"kind": "epoch", "step": step, "epoch": epoch + batch / steps_per_epoch,
-                      "train_loss": sums[0] / max(sums[2], 1), "train_acc": sums[1] / max(sums[2], 1),
-                      "lr": lr_at(cfg, step - 1, steps_per_epoch, total)}
-            if finished or (epoch_done and cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
-                test_loss, test_acc = evaluate_model(model, test_loader, ctx, amp)
-                last_eval = {"test_loss": test_loss, "test_acc": test_acc}
-                record.update(last_eval)
-                if best["test_acc"] is None or test_acc > best["test_acc"]:
-                    best = {"test_acc": test_acc, "epoch": record["epoch"]}
-            record.update(train_seconds=train_seconds, seconds=seconds_before + time.perf_counter() - t_start)
-            if ctx.is_main:
-                self.run.append_metrics(record)
-                test = (f" | test loss {record['test_loss']:.4f} acc {100 * record['test_acc']:.2f}%"
-                        if "test_acc" in record else "")
-                progress.write(f"epoch {record['epoch']:.4g}: train loss {record['train_loss']:.4f} acc "
-                               f"{100 * record['train_acc']:.2f}%{test} | {train_seconds:.0f} s training")
-            self._emit("epoch", {"step": step, "epoch": epoch, "record": record})
-            if epoch_done:
-                epoch, batch, sums = epoch + 1, 0, [0.0, 0.0, 0.0]
-            checkpoint()
-        progress.close()
 
-        if not record:  # resumed at the end of a run whose checkpoint predates the saved last record
-            record = {"train_loss": sums[0] / max(sums[2], 1), "train_acc": sums[1] / max(sums[2], 1)}
-        result = summary("done", assess(trace.finished()))
-        result.update(**last_eval, best_test_acc=best["test_acc"], best_epoch=best["epoch"],
-                      train_loss=record["train_loss"], train_acc=record["train_acc"])
-        if ctx.is_main:
+    def train_epoch(self) -> None:
+        """From the current batch to the epoch's end (or the run's last step), checkpointing every
+        `checkpoint_every` steps on the way; then `end_epoch()`."""
+        s, cfg = self.state, self.cfg
+        t_epoch = time.perf_counter()
+        for x, y in self.train_loader.epoch(s.epoch, s.batch):
+            self.train_step(x, y)
+            if s.step >= self.total:
+                break
+            if cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0 and s.batch < self.steps_per_epoch:
+                s.train_seconds += time.perf_counter() - t_epoch
+                self.checkpoint()
+                t_epoch = time.perf_counter()
+        s.train_seconds += time.perf_counter() - t_epoch
+        self.end_epoch()
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """One optimizer step on a batch, in the order the module docstring gives."""
+        s, cfg, ctx = self.state, self.cfg, self.ctx
+        lr = lr_at(cfg, s.step, self.steps_per_epoch, self.total)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        with _autocast(self.device, self.amp):
+            out = self.wrapped(x)
+            loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
+        stats = torch.stack([loss.detach().double() * len(y), (out.argmax(1) == y).sum().double(),
+                             torch.tensor(len(y), dtype=torch.float64, device=self.device),
+                             (~torch.isfinite(loss.detach())).double()])
+        stats = all_reduce_sum(stats, ctx).tolist()
+        if stats[3]:
+            self.progress.close()
+            raise self._diverged(self._nonfinite_message(s.step, s.epoch))
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if cfg.grad_clip is not None:
+            self.scaler.unscale_(self.opt)
+            norm = torch.nn.utils.clip_grad_norm_(self.wrapped.parameters(), cfg.grad_clip)
+            if not torch.isfinite(norm) and self.amp != torch.float16:
+                self.progress.close()
+                raise self._diverged(self._nonfinite_message(s.step, s.epoch, "gradient norm"))
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        with torch.no_grad():
+            for m in self.hooks:
+                m.after_optimizer_step()
+        s.step += 1
+        s.batch += 1
+        s.loss_trace.add(stats[0] / stats[2])
+        s.sums = [s.sums[0] + stats[0], s.sums[1] + stats[1], s.sums[2] + stats[2]]
+        loss_avg, acc_avg = s.epoch_means
+        self.progress.step(s.step, s.epoch, loss_avg, acc_avg, lr)
+        if ctx.is_main and s.step % cfg.log_every == 0:
+            self.run.append_metrics({"kind": "step", "step": s.step,
+                                     "epoch": s.epoch + s.batch / self.steps_per_epoch,
+                                     "train_loss": loss_avg, "train_acc": acc_avg, "lr": lr})
+        self._emit("step", {"step": s.step, "epoch": s.epoch, "batch": s.batch, "loss": stats[0] / stats[2]})
+
+    def end_epoch(self) -> None:
+        """The epoch's record (evaluated when due or at the run's end) to metrics.jsonl; the next epoch's
+        position when this one is complete; a checkpoint."""
+        s, cfg = self.state, self.cfg
+        epoch_done = s.batch >= self.steps_per_epoch
+        finished = s.step >= self.total
+        train_loss, train_acc = s.epoch_means
+        record = {"kind": "epoch", "step": s.step, "epoch": s.epoch + s.batch / self.steps_per_epoch,
+                  "train_loss": train_loss, "train_acc": train_acc,
+                  "lr": lr_at(cfg, s.step - 1, self.steps_per_epoch, self.total)}
+        if finished or (epoch_done and cfg.eval_every and (s.epoch + 1) % cfg.eval_every == 0):
+            test_loss, test_acc = evaluate_model(self.wrapped, self.test_loader, self.ctx, self.amp)
+            s.last_eval = {"test_loss": test_loss, "test_acc": test_acc}
+            record.update(s.last_eval)
+            if s.best["test_acc"] is None or test_acc > s.best["test_acc"]:
+                s.best = {"test_acc": test_acc, "epoch": record["epoch"]}
+        record.update(train_seconds=s.train_seconds, seconds=s.seconds + time.perf_counter() - self.t_start)
+        s.last_record = record
+        if self.ctx.is_main:
+            self.run.append_metrics(record)
+            test = (f" | test loss {record['test_loss']:.4f} acc {100 * record['test_acc']:.2f}%"
+                    if "test_acc" in record else "")
+            self.progress.write(f"epoch {record['epoch']:.4g}: train loss {record['train_loss']:.4f} acc "
+                                f"{100 * record['train_acc']:.2f}%{test} | {s.train_seconds:.0f} s training")
+        self._emit("epoch", {"step": s.step, "epoch": s.epoch, "record": record})
+        if epoch_done:
+            s.epoch, s.batch, s.sums = s.epoch + 1, 0, [0.0, 0.0, 0.0]
+        self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Save the run (rank 0, atomically): the model, optimizer, scaler and RNG states and the TrainState.
+        A state whose weights went non-finite is not saved: the run stops as diverged."""
+        if not self.ctx.is_main:
+            return
+        s = self.state
+        broken = next((n for n, t in self.model.state_dict().items()
+                       if t.is_floating_point() and not torch.isfinite(t).all()), None)
+        if broken is not None:  # a finite loss can still come with an update that overflowed the weights
+            self.progress.close()
+            raise self._diverged(f"{broken} became NaN/inf by step {s.step}; this state was not saved; "
+                                 + self._last_good())
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        payload = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                   "scaler": self.scaler.state_dict(), "rng": rng, "config": self.cfg.to_dict(),
+                   **s.to_checkpoint(time.perf_counter() - self.t_start)}
+        try:
+            save_checkpoint(payload, self.run.checkpoint)
+        except CheckpointError as err:
+            raise TrainError(str(err)) from None
+        self._emit("checkpoint", {"step": s.step, "epoch": s.epoch, "batch": s.batch})
+
+    def finish(self) -> dict[str, Any]:
+        """The run's result (also written to result.json)."""
+        s = self.state
+        self.progress.close()
+        if not s.last_record:  # resumed at the end of a run whose checkpoint predates the saved last record
+            train_loss, train_acc = s.epoch_means
+            s.last_record = {"train_loss": train_loss, "train_acc": train_acc}
+        result = self._summary("done", assess(s.loss_trace.finished()))
+        result.update(**s.last_eval, best_test_acc=s.best["test_acc"], best_epoch=s.best["epoch"],
+                      train_loss=s.last_record["train_loss"], train_acc=s.last_record["train_acc"])
+        if self.ctx.is_main:
             self.run.write("result.json", result)
-        self._emit("end", {"step": step, "result": result})
+        self._emit("end", {"step": s.step, "result": result})
         return result
+
+    def _summary(self, status: str, health: dict[str, Any]) -> dict[str, Any]:
+        cfg, s = self.cfg, self.state
+        prof = profile(self.model, self.input_size)
+        return {
+            "status": status, "run_dir": str(self.run.path), "model": cfg.model, "conv": cfg.conv,
+            "width": cfg.width, "data": cfg.data, "preset": cfg.preset, "health": health,
+            "loss_trace": s.loss_trace.finished(), "steps": s.step, "epochs": s.step / self.steps_per_epoch,
+            "train_seconds": s.train_seconds, "seconds": s.seconds + time.perf_counter() - self.t_start,
+            "world_size": self.ctx.world_size, "device": str(self.device),
+            "amp": str(self.amp) if self.amp else None, "channels_last": self.channels_last,
+            "profile": {k: getattr(prof, k) for k in ("params", "param_bits", "buffers", "macs", "deploy_params",
+                                                      "deploy_macs", "size_bytes")},
+            "config": cfg.to_dict(), "environment": environment(),
+        }
+
+    def _diverged(self, message: str) -> DivergedError:
+        """The error to raise for a non-finite loss, weight or gradient, after recording the run as diverged in
+        result.json (a study then reports it instead of training it again)."""
+        result = self._summary(DIVERGED, assess((), nonfinite=True) | {"reason": message})
+        result.update(test_loss=None, test_acc=None, train_loss=None, train_acc=None)
+        if self.ctx.is_main:
+            self.run.write("result.json", result)
+        return DivergedError(message, result)
 
     def _last_good(self) -> str:
         ckpt = self.run.checkpoint
