@@ -80,15 +80,17 @@ def render(records: list[dict[str, Any]], command: str) -> str:
     lines = ["# Recipe frontier: the measurements behind the default study recipe", "",
              f"Command: `{command}`  ", f"Machine: {machine_info()['cpu']}, 1 thread per run, torch "
              f"{machine_info()['torch']}", "",
-             "Each recipe is a `factorconv compare` study (ResNet-20 on Fashion-MNIST, 50k deploy-parameter budget, "
-             "paired seeds, float32, a fixed test subset: `test images`): the `study` preset with the batch (b), steps (s) and "
-             "peak learning rate (lr) of its name; the first screen (amp off, no label smoothing, flips only: the "
-             "same recipe) ran on the `quick` preset with those fields set. Cells are mean ± sample std of test "
-             "accuracy % over the seeds; flagged: diverged / not converged runs (health judged from each run's loss "
-             "trace); `run s` is the mean wall seconds of a run (training + evaluation; runs of the slow operators "
-             "weigh more when fewer operators were run), two runs at a time on the 2 cores; the screens shared the "
-             "machine with other work at times, so seconds compare only roughly across rows.", "",
-             "| recipe | test images | " + " | ".join(convs) + " | worst std | lowest mean | flagged | run s per op·seed |",
+             "Each recipe is a `factorconv compare` study (ResNet-20 on Fashion-MNIST, 50k deploy-parameter "
+             "budget, paired seeds, float32, a fixed test subset: `test images`): the `study` preset with the "
+             "batch (b), steps (s) and peak learning rate (lr) of its name; the first screen (amp off, no label "
+             "smoothing, flips only: the same recipe) ran on the `quick` preset with those fields set. Cells are "
+             "mean ± sample std of test accuracy % over the seeds; flagged: diverged / not converged runs (health "
+             "judged from each run's loss trace); `run s` is the mean wall seconds of a run (training + "
+             "evaluation; runs of the slow operators weigh more when fewer operators were run), two runs at a time"
+             " on the 2 cores; the screens shared the machine with other work at times, so seconds compare only "
+             "roughly across rows.", "",
+             "| recipe | test images | " + " | ".join(convs)
+             + " | worst std | lowest mean | flagged | run s per op·seed |",
              "|---|---|" + "---|" * (len(convs) + 4)]
     for r in sorted(records, key=lambda r: r["run_seconds"] / max(r["runs"], 1)):
         cells = []
@@ -97,7 +99,8 @@ def render(records: list[dict[str, Any]], command: str) -> str:
             cells.append("" if op is None else f"{op['mean']:.2f} ± {op['std']:.2f}" if op["std"] is not None
                          else "diverged" if op["mean"] is None else f"{op['mean']:.2f}")
         flagged = f"{r['diverged']} div, {r['not_converged']} nc" if r["diverged"] or r["not_converged"] else "0"
-        lines.append(f"| {r['recipe']} | {r['test_images'] or 'all'} | " + " | ".join(cells) + f" | {r['worst_std']:.2f} | {r['lowest_mean']:.2f} | "
+        lines.append(f"| {r['recipe']} | {r['test_images'] or 'all'} | " + " | ".join(cells)
+                     + f" | {r['worst_std']:.2f} | {r['lowest_mean']:.2f} | "
                      f"{flagged} | {r['run_seconds'] / max(r['runs'], 1):.0f} |")
     return "\n".join(lines) + "\n"
 

@@ -100,6 +100,41 @@ def parse_input_size(text: str) -> tuple[int, int, int]:
     return dims
 
 
+def _add_executor_args(p: argparse.ArgumentParser) -> None:
+    """Where a study's runs execute (compare, reproduce)."""
+    from .study import EXECUTORS
+
+    p.add_argument("--workers", type=count(), default=None,
+                   help="training runs at a time, each in its own process (default: CPU cores / --threads-per-run; "
+                        "on GPUs each worker takes one device)")
+    p.add_argument("--threads-per-run", type=count(), default=1,
+                   help="torch threads of every run (default 1; part of what a run computes, so fixed per study)")
+    p.add_argument("--executor", default="local", choices=EXECUTORS,
+                   help="where runs execute: local worker processes (default), a Ray cluster, or submitit "
+                        "(Slurm, or local jobs); ray and submitit need pip install 'factorconv[cluster]'")
+    p.add_argument("--ray-address", default=None,
+                   help="ray: an existing cluster ('auto' or host:port; default: a local Ray started for the study)")
+    p.add_argument("--gpus-per-run", type=count(0), default=None,
+                   help="ray/submitit: GPUs each run asks for (default 1 where this machine has CUDA, else 0)")
+    p.add_argument("--submitit-cluster", default=None, choices=("slurm", "local", "debug"),
+                   help="submitit: where jobs go (default: slurm where sbatch exists, else local)")
+    p.add_argument("--slurm-partition", default=None, help="submitit on Slurm: the partition")
+    p.add_argument("--slurm-time", type=count(), default=60, help="submitit: minutes each job may run (default 60)")
+    p.add_argument("--slurm-gpus-per-job", type=count(0), default=None, dest="gpus_per_run",
+                   help="submitit: GPUs per job (the same as --gpus-per-run)")
+    p.add_argument("--slurm-cpus-per-job", type=count(), default=None,
+                   help="submitit: CPUs per job (default: --threads-per-run)")
+
+
+def _executor(args: argparse.Namespace, out: str) -> Any:
+    from .study import create_executor
+
+    return create_executor(args.executor, workers=args.workers, threads=args.threads_per_run, out=Path(out),
+                           ray_address=args.ray_address, gpus=args.gpus_per_run,
+                           submitit_cluster=args.submitit_cluster, slurm_partition=args.slurm_partition,
+                           slurm_time=args.slurm_time, slurm_cpus=args.slurm_cpus_per_job)
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="registered model name (see `factorconv list`)")
     p.add_argument("--conv", default="conv", help="operator replacing the spatial convs (default: conv)")
@@ -262,7 +297,7 @@ def _flagged_status(results: dict[str, Any]) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .study import StudySpec, create_executor, run_study, summarize_text
+    from .study import StudySpec, run_study, summarize_text
 
     spec = StudySpec(
         model=args.model, convs=[c.strip() for c in args.convs.split(",") if c.strip()], budget=args.budget,
@@ -273,11 +308,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         command="factorconv " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["compare"] else None,
     ).validate()
     out = args.out or _default_study_dir(spec)
-    executor = create_executor(args.executor, workers=args.workers, threads=spec.threads, out=Path(out),
-                               ray_address=args.ray_address, gpus=args.gpus_per_run,
-                               submitit_cluster=args.submitit_cluster, slurm_partition=args.slurm_partition,
-                               slurm_time=args.slurm_time, slurm_cpus=args.slurm_cpus_per_job)
-    results = run_study(spec, out, executor=executor, measure_latency=not args.no_latency)
+    results = run_study(spec, out, executor=_executor(args, out), measure_latency=not args.no_latency)
     if args.json:
         print(json.dumps(results, indent=2, default=str))
     else:
@@ -285,6 +316,35 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         print(f"\nreport: {Path(out) / 'report.md'}   plot: {Path(out) / 'study.png'}   data: "
               f"{Path(out) / 'results.json'}")
     return _flagged_status(results)
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import get_reproduction, list_reproductions, plan, render_claims, render_plan, reproduce
+
+    if args.list or not args.name:
+        if not args.list:
+            raise UsageError("name a study (factorconv reproduce --list shows them)")
+        for study in list_reproductions():
+            print(f"{study.name:<16} {study.source}")
+        return 0
+    study = get_reproduction(args.name)
+    if args.dry_run:
+        rows = plan(study, args.scale)
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            print(render_plan(study, args.scale, rows), end="")
+        return 1 if any(r["ok"] is False for r in rows) else 0
+    out = args.out or str(Path("runs") / f"reproduce-{study.name}-{args.scale}")
+    command = "factorconv " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else None
+    result = reproduce(study, args.scale, out, executor=_executor(args, out), seeds=args.seeds,
+                       data_dir=args.data_dir, overrides=parse_options(args.set, "--set"), command=command)
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items() if k != "results"}, indent=2, default=str))
+    else:
+        print(render_claims(study, args.scale, result["claims"]), end="")
+        print(f"\nclaims: {Path(out) / 'reproduce.md'}   study report: {Path(out) / 'report.md'}")
+    return _flagged_status(result["results"])
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -468,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_eval)
 
-    from .study import DEFAULT_BUDGET, DEFAULT_CONVS, DEFAULT_PRESET, DEFAULT_SEEDS, EXECUTORS
+    from .study import DEFAULT_BUDGET, DEFAULT_CONVS, DEFAULT_PRESET, DEFAULT_SEEDS
 
     p = sub.add_parser(
         "compare", help="the main job: operators side by side on one backbone, budget-matched, with the Pareto front",
@@ -493,26 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"training recipe (default {DEFAULT_PRESET}; `factorconv train --list-presets`)")
     p.add_argument("--seeds", type=count(), default=DEFAULT_SEEDS, help=f"paired seeds per operator (default "
                                                                     f"{DEFAULT_SEEDS})")
-    p.add_argument("--workers", type=count(), default=None,
-                   help="training runs at a time, each in its own process (default: CPU cores / --threads-per-run; "
-                        "on GPUs each worker takes one device)")
-    p.add_argument("--threads-per-run", type=count(), default=1,
-                   help="torch threads of every run (default 1; part of what a run computes, so fixed per study)")
-    p.add_argument("--executor", default="local", choices=EXECUTORS,
-                   help="where runs execute: local worker processes (default), a Ray cluster, or submitit "
-                        "(Slurm, or local jobs); ray and submitit need pip install 'factorconv[cluster]'")
-    p.add_argument("--ray-address", default=None,
-                   help="ray: an existing cluster ('auto' or host:port; default: a local Ray started for the study)")
-    p.add_argument("--gpus-per-run", type=count(0), default=None,
-                   help="ray/submitit: GPUs each run asks for (default 1 where this machine has CUDA, else 0)")
-    p.add_argument("--submitit-cluster", default=None, choices=("slurm", "local", "debug"),
-                   help="submitit: where jobs go (default: slurm where sbatch exists, else local)")
-    p.add_argument("--slurm-partition", default=None, help="submitit on Slurm: the partition")
-    p.add_argument("--slurm-time", type=count(), default=60, help="submitit: minutes each job may run (default 60)")
-    p.add_argument("--slurm-gpus-per-job", type=count(0), default=None, dest="gpus_per_run",
-                   help="submitit: GPUs per job (the same as --gpus-per-run)")
-    p.add_argument("--slurm-cpus-per-job", type=count(), default=None,
-                   help="submitit: CPUs per job (default: --threads-per-run)")
+    _add_executor_args(p)
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="training config field for every run")
     p.add_argument("--opt", action="append", metavar="CONV:KEY=VALUE", help="operator option, e.g. acdc:atoms=8")
     p.add_argument("--model-opt", action="append", metavar="CONV:KEY=VALUE",
@@ -524,6 +565,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--json", action="store_true", help="print results.json instead of the table")
     p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser(
+        "reproduce", help="a paper's comparison as a named study, with the paper's numbers and a verdict per claim",
+        description="Run one of the papers' comparison tables as a study (paired seeds) and print the paper's "
+                    "numbers beside ours with a verdict on each claim. --scale cpu: Fashion-MNIST, minutes on 2 "
+                    "cores; --scale paper: the paper's backbone, data and recipe (a GPU machine or a cluster). "
+                    "--dry-run prints the plan (widths and counts beside the paper's) without training; its exit "
+                    "status is 1 when a count is off by more than the table's tolerance.")
+    p.add_argument("name", nargs="?", help="the study (--list shows them)")
+    p.add_argument("--list", action="store_true", help="list the named studies")
+    p.add_argument("--scale", default="cpu", choices=("cpu", "paper"), help="cpu (default) or paper")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and counts, do not train")
+    p.add_argument("--seeds", type=count(), default=None, help="paired seeds (default: the study's, 3 or 5)")
+    p.add_argument("--data-dir", default=None, help="where the data set is")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="training config field for every run")
+    p.add_argument("--out", default=None, help="study directory (default: runs/reproduce-<name>-<scale>)")
+    p.add_argument("--json", action="store_true", help="print the plan or the claims as JSON")
+    _add_executor_args(p)
+    p.set_defaults(func=_cmd_reproduce)
 
     p = sub.add_parser("export", help="export a trained run: ONNX, TorchScript or state_dict, folded/packed, checked",
                        description="Export the model of a run directory (or checkpoint). --fold ships every operator "

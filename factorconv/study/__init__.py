@@ -26,6 +26,7 @@ from .spec import (
     Budget,
     StudySpec,
     match_widths,
+    operator_of,
     parse_budgets,
     parse_count,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "execute_run",
     "front_steps",
     "match_widths",
+    "operator_of",
     "paired_difference",
     "pareto_front",
     "parse_budgets",

@@ -25,7 +25,7 @@ __all__ = ["build_report", "collect_rows", "render_report", "render_table", "run
 def run_dir_of(out: Path, conv: str, width: float, seed: int) -> Path:
     """Where the run of `conv` at `width` and `seed` lives in a study directory (shared by every budget that
     gives the operator that width)."""
-    return out / "runs" / conv / f"w{width:g}" / f"seed{seed}"
+    return out / "runs" / conv.replace(":", "-") / f"w{width:g}" / f"seed{seed}"
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -18,7 +18,7 @@ from .execution import Executor, LocalExecutor, RunTask, StudyError, finished_re
 from .latency import measure_latencies
 from .lock import StudyLock
 from .report import build_report, run_dir_of
-from .spec import Budget, StudySpec, match_widths, parse_budgets
+from .spec import Budget, StudySpec, match_widths, operator_of, parse_budgets
 
 __all__ = ["plan_runs", "run_study"]
 
@@ -66,7 +66,7 @@ def _input_shape(spec: StudySpec) -> tuple[tuple[int, int, int], int]:
 def _run_config(spec: StudySpec, run_dir: Path, conv: str, width: float, seed: int, quiet: bool) -> dict[str, Any]:
     from ..train import resolve_config
 
-    fields = {"model": spec.model, "conv": conv, "width": width, "conv_kwargs": spec.options(conv),
+    fields = {"model": spec.model, "conv": operator_of(conv), "width": width, "conv_kwargs": spec.options(conv),
               "model_kwargs": spec.backbone_options(conv), "data": spec.data, "data_dir": spec.data_dir, "seed": seed,
               "threads": spec.threads, "run_dir": str(run_dir)}
     overrides = {k: v for k, v in spec.overrides.items() if k != "model_kwargs"}

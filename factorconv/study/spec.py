@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..budget import BY, match_width
+from ..budget import BY, count_model, match_width
 from ..registry import conv_entry, model_entry
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "MAX_BUDGET_FACTOR",
     "Budget",
     "StudySpec",
+    "operator_of",
     "parse_budgets",
     "parse_count",
 ]
@@ -36,6 +37,12 @@ DEFAULT_PRESET = "study"
 DEFAULT_SEEDS = 3
 # The papers' forms: d-ResNet puts a BatchNorm between depthwise and pointwise; BDSC's tables count its BN.
 DEFAULT_CONV_KWARGS: dict[str, dict[str, Any]] = {"dsep": {"norm": True}, "bdsc": {"norm": True}}
+
+
+def operator_of(label: str) -> str:
+    """The registered operator a study entry trains: an entry is an operator name, or `name:variant` for one
+    of several configurations of an operator in one study (`acdc:net`, `acdc:stage`; options per entry)."""
+    return label.split(":", 1)[0]
 # A width whose count is further than this factor from the budget is refused: the comparison would not be
 # at the budget the user asked for (the grid's smallest width is already too big, or the largest too small).
 MAX_BUDGET_FACTOR = 1.5
@@ -101,7 +108,9 @@ class StudySpec:
     options per operator (DEFAULT_CONV_KWARGS fill in what they leave unset); `model_kwargs` backbone options
     per operator (o-ResNet's strided 1x1 conv shortcut: {"osep": {"shortcut": "conv"}}). `reference` is the
     operator every other is compared with (default: conv when studied, else the first); `threads` the torch
-    threads of every run (part of what a run computes: float sums are split differently with more threads)."""
+    threads of every run (part of what a run computes: float sums are split differently with more threads);
+    `width` the backbone width of every operator when there is no budget (a paper's ResNet32-2x); `fixed_widths`
+    the widths of some entries whatever the budget (a paper's hand-picked multipliers: o-ResNet20 x3.625)."""
 
     model: str = "resnet20"
     convs: list[str] = field(default_factory=lambda: list(DEFAULT_CONVS))
@@ -116,6 +125,8 @@ class StudySpec:
     conv_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     model_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     width_grid: float = 1 / 16
+    width: float = 1.0
+    fixed_widths: dict[str, float] = field(default_factory=dict)
     latency_batch: int = 1
     latency_repeats: int = 30
     command: str | None = None
@@ -141,7 +152,9 @@ class StudySpec:
         if len(set(self.convs)) != len(self.convs):
             raise ValueError(f"compare: --convs names an operator twice: {','.join(self.convs)}")
         for conv in self.convs:
-            conv_entry(conv)
+            conv_entry(operator_of(conv))
+            if conv.count(":") > 1 or conv.endswith(":") or "/" in conv:
+                raise ValueError(f"compare: {conv!r} is not an operator name or name:variant")
         unknown = sorted((set(self.conv_kwargs) | set(self.model_kwargs)) - set(self.convs))
         if unknown:
             raise ValueError(f"compare: options given for {', '.join(unknown)}, which is not in --convs")
@@ -152,6 +165,15 @@ class StudySpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"compare: --{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if isinstance(self.width, bool) or not isinstance(self.width, int | float) or not self.width > 0:
+            raise ValueError(f"compare: width must be a positive number, got {self.width!r}")
+        for label, width in self.fixed_widths.items():
+            if label not in self.convs:
+                raise ValueError(f"compare: a width is fixed for {label!r}, which is not in --convs")
+            if isinstance(width, bool) or not isinstance(width, int | float) or not width > 0:
+                raise ValueError(f"compare: the fixed width of {label!r} must be a positive number, got {width!r}")
+        if self.width != 1.0 and self.budgets:
+            raise ValueError("compare: a fixed width is for studies without a budget (a budget chooses the widths)")
         if "threads" in self.overrides:
             raise ValueError("compare: set the threads of every run with --threads-per-run, not --set threads")
         from ..train import resolve_config
@@ -160,7 +182,7 @@ class StudySpec:
         return self
 
     def options(self, conv: str) -> dict[str, Any]:
-        return {**DEFAULT_CONV_KWARGS.get(conv, {}), **self.conv_kwargs.get(conv, {})}
+        return {**DEFAULT_CONV_KWARGS.get(operator_of(conv), {}), **self.conv_kwargs.get(conv, {})}
 
     def backbone_options(self, conv: str) -> dict[str, Any]:
         return {**self.overrides.get("model_kwargs", {}), **self.model_kwargs.get(conv, {})}
@@ -170,7 +192,10 @@ class StudySpec:
         reruns; the budget's kind may not: one study has one size axis)."""
         keys = ("model", "data", "preset", "overrides", "width_grid", "threads")
         kinds = sorted({b.by for b in self.budgets})
-        return {k: getattr(self, k) for k in keys} | {
+        # absent from the identity of studies made before they existed, and of every study not using them
+        fixed = {"width": self.width} if self.width != 1.0 else {}
+        fixed |= {"fixed_widths": self.fixed_widths} if self.fixed_widths else {}
+        return {k: getattr(self, k) for k in keys} | fixed | {
             "budget kind": kinds, "conv_kwargs": {c: self.options(c) for c in self.convs},
             "model_kwargs": {c: self.backbone_options(c) for c in self.convs}}
 
@@ -182,10 +207,16 @@ def match_widths(spec: StudySpec, input_size: tuple[int, int, int], num_classes:
     out: dict[tuple[str, Budget | None], tuple[float, int | None]] = {}
     for conv in spec.convs:
         if not spec.budgets:
-            out[(conv, None)] = (1.0, None)
+            out[(conv, None)] = (spec.fixed_widths.get(conv, spec.width), None)
         for budget in spec.budgets:
+            if conv in spec.fixed_widths:  # fixed by hand: counted, not matched
+                width = spec.fixed_widths[conv]
+                out[(conv, budget)] = (width, count_model(
+                    spec.model, operator_of(conv), width, budget.by, input_size=input_size,
+                    conv_kwargs=spec.options(conv), num_classes=num_classes, **spec.backbone_options(conv)))
+                continue
             try:
-                m = match_width(spec.model, conv, budget.value, budget.by, grid=spec.width_grid,
+                m = match_width(spec.model, operator_of(conv), budget.value, budget.by, grid=spec.width_grid,
                                 input_size=input_size, conv_kwargs=spec.options(conv), num_classes=num_classes,
                                 **spec.backbone_options(conv))
             except ValueError as err:
