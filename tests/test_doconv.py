@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import randomize_, rel_err
 from hypothesis import given
 from hypothesis import strategies as st
@@ -100,6 +101,25 @@ def test_initial_kernel(d_mul: int) -> None:
         assert (w.flatten(2).abs().sum((0, 1)) > 0).sum() == d_mul
     if d_mul == 1:
         assert w[..., 1, 1].abs().sum() > 0 and w.flatten(2)[..., [0, 1, 2, 3, 5, 6, 7, 8]].abs().sum() == 0
+
+
+@pytest.mark.parametrize("d_mul", [4, 9, 18])
+def test_random_init_of_d(d_mul: int) -> None:
+    """Table 7's alternative: D itself He-initialised (std sqrt(2/(M·N))), not the identity; the layer is still
+    exactly its composed kernel, does not claim to start as the conv, and from_conv still fits exactly."""
+    torch.manual_seed(0)
+    op = DOConv2d(32, 32, 3, padding=1, D_mul=d_mul, D_init="random")
+    d = (op.D + op.D_diag).detach()
+    assert abs(d.std().item() / (2 / 9) ** 0.5 - 1) < 0.1 and abs(d.mean().item()) < 0.02
+    assert not op.reset_like_conv(nn.init.kaiming_normal_)
+    x = torch.randn(2, 32, 9, 9, dtype=torch.float64)
+    op64 = op.double()
+    assert rel_err(op64(x), F.conv2d(x, op64.dense_weight(), None, 1, 1)) < 1e-12
+    conv = nn.Conv2d(32, 32, 3, padding=1, bias=False)
+    fitted = DOConv2d.from_conv(conv, D_mul=9, D_init="random")
+    assert fitted.fit_error < 1e-6
+    with pytest.raises(ValueError, match="D_init must be 'identity' or 'random'"):
+        DOConv2d(4, 4, 3, D_init="he")
 
 
 def test_initialisation_matches_nn_conv2d_statistics() -> None:

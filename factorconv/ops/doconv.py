@@ -56,7 +56,9 @@ def over_parameterization_basis(kernel_size: tuple[int, int], d_mul: int) -> Ten
 class DOConv2d(ConvOperator):
     """DO-Conv / DO-DConv / DO-GConv: kernel W' = D ∘ W with D = D_diag + D' (module docstring).
 
-    Options: `D_mul` (default M·N; any positive int), `path` ("auto", "kernel": compose W' then one conv,
+    Options: `D_mul` (default M·N; any positive int), `D_init` ("identity", the default: D starts as D_diag,
+    so the layer starts as the conv W is; "random": D starts He-initialised, the paper's Table 7 alternative,
+    and the layer no longer starts as a plain conv would), `path` ("auto", "kernel": compose W' then one conv,
     "feature": depthwise conv with multiplier D_mul then a grouped pointwise conv). A 1x1 conv has no
     patch to over-parameterize: it is kept as a plain W (no D), as in the paper.
     """
@@ -75,6 +77,7 @@ class DOConv2d(ConvOperator):
         bias: bool = False,
         *,
         D_mul: int | None = None,  # the paper's and the public code's name
+        D_init: str = "identity",
         path: str = "auto",
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, path=path)
@@ -83,6 +86,9 @@ class DOConv2d(ConvOperator):
         if D_mul is not None and (isinstance(D_mul, bool) or not isinstance(D_mul, int) or D_mul < 1):
             raise ValueError(f"DOConv2d: D_mul must be a positive int (default M·N = {mn}), got {D_mul!r}")
         self.D_mul = mn if D_mul is None or mn == 1 else D_mul
+        if D_init not in ("identity", "random"):
+            raise ValueError(f"DOConv2d: D_init must be 'identity' or 'random', got {D_init!r}")
+        self.D_init = D_init
         self.W = nn.Parameter(torch.empty(self.out_channels, self.in_channels // self.groups, self.D_mul))
         if mn > 1:
             self.D = nn.Parameter(torch.zeros(self.in_channels, mn, self.D_mul))
@@ -109,18 +115,26 @@ class DOConv2d(ConvOperator):
                              device=self.W.device, dtype=self.W.dtype)
         init(kernel)
         with torch.no_grad():
-            flat = kernel.flatten(2)
-            if self.D is None:
-                self.W.copy_(flat)
-                return True
-            self.D.zero_()
-            if self.D_mul >= flat.shape[-1]:
-                self.W.zero_()
-                self.W[..., : flat.shape[-1]] = flat
-            else:  # W's columns sit at the taps D_diag selects
-                taps = self.D_diag.argmax(dim=0)
-                self.W.copy_(flat[..., taps])
+            self._hold_kernel(kernel)
+            if self.D is not None and self.D_init == "random":  # D = D_diag + D' He-initialised (fan-in M·N)
+                random = torch.randn_like(self.D) * math.sqrt(2 / self.D.shape[1])
+                self.D.copy_(random - self.D_diag)
+                return False
         return True
+
+    def _hold_kernel(self, kernel: Tensor) -> None:
+        """D' = 0 and W the kernel (its taps D_diag selects when D_mul < M·N): exact when D_mul >= M·N."""
+        flat = kernel.flatten(2)
+        if self.D is None:
+            self.W.copy_(flat)
+            return
+        self.D.zero_()
+        if self.D_mul >= flat.shape[-1]:
+            self.W.zero_()
+            self.W[..., : flat.shape[-1]] = flat
+        else:  # W's columns sit at the taps D_diag selects
+            taps = self.D_diag.argmax(dim=0)
+            self.W.copy_(flat[..., taps])
 
     # -- the protocol --------------------------------------------------------------------------------
     def _depthwise(self) -> Tensor:
@@ -193,7 +207,7 @@ class DOConv2d(ConvOperator):
         """Exact when D_mul >= M·N (D' = 0, W holds the kernel); a per-input-channel rank-D_mul least-squares
         fit (truncated SVD of the outputs × taps slice, D' = its right factor − D_diag) otherwise."""
         if self.D is None or self.D_mul >= self.kernel_size[0] * self.kernel_size[1]:
-            self.reset_like_conv(lambda w: w.copy_(weight))
+            self._hold_kernel(weight)
         else:
             g, cin_g, cout_g = self.groups, self.in_channels // self.groups, self.out_channels // self.groups
             mn = weight.shape[-1] * weight.shape[-2]
@@ -212,4 +226,4 @@ class DOConv2d(ConvOperator):
         return self._fit_error(weight)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", D_mul={self.D_mul}"
+        return super().extra_repr() + f", D_mul={self.D_mul}" + (", D_init=random" if self.D_init == "random" else "")

@@ -23,6 +23,7 @@ __all__ = ["SHAPES", "claims", "plan", "render_claims", "render_plan", "reproduc
 # (C, H, W) and classes of the data sets a named study names, so that a dry run needs no data
 SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
     "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100), "fashion-mnist": ((1, 28, 28), 10),
+    "folder": ((3, 224, 224), 1000),  # ImageNet as an image folder
 }
 COUNT_FIELDS = {"params_m": ("params", 1e6), "macs_m": ("macs", 1e6), "size_mib": ("size_bytes", 2**20)}
 
