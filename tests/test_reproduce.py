@@ -111,3 +111,20 @@ def test_a_small_study_runs_end_to_end(tmp_path: Path) -> None:
     assert (tmp_path / "study" / "runs" / "acdc-net" / "w0.25" / "seed1" / "result.json").exists()
     config = json.loads((tmp_path / "study" / "runs" / "acdc-net" / "w0.25" / "seed0" / "config.json").read_text())
     assert config["conv"] == "acdc" and config["conv_kwargs"]["share"] == "net"
+
+
+def test_a_study_can_score_runs_by_their_last_five_evaluations(tmp_path: Path) -> None:
+    from factorconv.study import StudySpec, run_study
+
+    torch.set_num_threads(1)
+    tiny = {"progress": "off", "train_subset": 64, "test_subset": 64, "batch_size": 32, "schedule": "constant"}
+    spec = StudySpec(model="resnet20", convs=["conv"], budget=None, width=0.25, data="synthetic", preset="smoke",
+                     seeds=1, metric="last5", overrides={**tiny, "epochs": 6.0})
+    row = run_study(spec, tmp_path / "six", measure_latency=False)["rows"][0]
+    result = json.loads((tmp_path / "six" / "runs" / "conv" / "w0.25" / "seed0" / "result.json").read_text())
+    assert row["runs"][0]["acc"] == pytest.approx(100 * result["last5_test_acc"])
+    short = StudySpec(**{**spec.__dict__, "overrides": {**tiny, "epochs": 2.0}})
+    row = run_study(short, tmp_path / "two", measure_latency=False)["rows"][0]
+    assert row["accuracy"] is None and "fewer than five test evaluations" in row["runs"][0]["reason"]
+    with pytest.raises(ValueError, match="metric must be one of final, last5"):
+        StudySpec(metric="best").validate()

@@ -56,6 +56,22 @@ def test_training_learns_and_writes_its_run_files(tmp_path: Path) -> None:
     assert result["environment"]["torch"] == torch.__version__
 
 
+def test_the_last_five_evaluations_metric_survives_a_resume(tmp_path: Path) -> None:
+    """DO-Conv's metric: the mean test accuracy of the last five evaluations, None with fewer; the window is
+    part of the checkpoint, so a run resumed mid-way reports what an uninterrupted one does."""
+    tiny = {"train_subset": 64, "test_subset": 64, "batch_size": 32, "schedule": "constant"}
+    cfg = small(tmp_path, epochs=7.0, **tiny)
+    result = fit(cfg)
+    evals = [r["test_acc"] for r in map(json.loads, (Path(cfg.run_dir) / "metrics.jsonl").read_text().splitlines())
+             if "test_acc" in r]
+    assert len(evals) == 7 and result["last5_test_acc"] == pytest.approx(sum(evals[-5:]) / 5)
+    assert fit(small(tmp_path, "short", epochs=3.0, **tiny))["last5_test_acc"] is None
+    cut = small(tmp_path, "cut", epochs=4.0, **tiny)
+    fit(cut)
+    resumed = fit(resolve_config(None, None, {"epochs": 7.0}, base=cut.to_dict()), resume=True)
+    assert resumed["last5_test_acc"] == result["last5_test_acc"]
+
+
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
     cfg = small(tmp_path, lr=1e9, weight_decay=0.0, schedule="constant", checkpoint_every=1, momentum=0.0)
     with pytest.raises(TrainError, match=r"became NaN/inf .*the last good checkpoint, .*checkpoint\.pt, is intact"):

@@ -39,7 +39,7 @@ def study_spec(study: Reproduction, scale: str, *, seeds: int | None = None, dat
         overrides={**fields.get("overrides", {}), **(overrides or {})},
         conv_kwargs={r.label: dict(r.options) for r in study.rows if r.options},
         model_kwargs={r.label: dict(r.model_options) for r in study.rows if r.model_options},
-        width=fields.get("width", 1.0), command=command,
+        width=fields.get("width", 1.0), metric=fields.get("metric", "final"), command=command,
         fixed_widths={r.label: r.paper_width for r in study.rows if r.paper_width and scale == "paper"})
     return spec.validate()
 

@@ -17,7 +17,7 @@ from ..train.rundir import write_json
 from .execution import StudyError
 from .front import front_steps, pareto_front
 from .plot import plot_study
-from .spec import AXES, Budget, StudySpec, human
+from .spec import AXES, METRICS, Budget, StudySpec, human
 from .stats import BETTER, TOO_FEW, WORSE, paired_difference, summarize, verdict
 
 __all__ = ["build_report", "collect_rows", "render_report", "render_table", "run_dir_of", "summarize_text"]
@@ -62,8 +62,12 @@ def collect_rows(out: Path, spec: StudySpec, widths: dict[str, Any]) -> list[dic
                 if r["status"] != DIVERGED and "loss_trace" in r:  # judged by today's rule, from the trace
                     health = assess(r["loss_trace"])
                 status = DIVERGED if r["status"] == DIVERGED else health.get("status", "ok")
-                acc = None if status == DIVERGED or r.get("test_acc") is None else 100 * r["test_acc"]
-                runs.append({"seed": seed, "acc": acc, "status": status, "reason": health.get("reason", ""),
+                value = r.get(METRICS[spec.metric])
+                acc = None if status == DIVERGED or value is None else 100 * value
+                reason = health.get("reason", "")
+                if value is None and status != DIVERGED and spec.metric == "last5":
+                    reason = "fewer than five test evaluations: no last-five accuracy (left out)"
+                runs.append({"seed": seed, "acc": acc, "status": status, "reason": reason,
                              "train_seconds": r.get("train_seconds"), "run_dir": r.get("run_dir"),
                              "profile": r.get("profile")})
             if not runs:
@@ -269,7 +273,9 @@ def render_report(spec: StudySpec, results: dict[str, Any], plotted: bool) -> st
         f"amp {cfg.amp}" + (f", {cfg.train_subset} training images" if cfg.train_subset else "")
         + (f", {cfg.test_subset} test images" if cfg.test_subset else ", full test set")
         + f"), {spec.threads} thread(s) per run; {spec.seeds} paired seeds per operator (seed k: the same data "
-        f"order and augmentation for every operator). Accuracy: mean ± sample std over the seeds that did not "
+        f"order and augmentation for every operator). Accuracy"
+        + (" (each run's mean test accuracy over its last five evaluations)" if spec.metric == "last5" else "")
+        + ": mean ± sample std over the seeds that did not "
         f"diverge and the Student-t 95% confidence interval of the mean; Δ: the paired difference to "
         f"{spec.reference_conv} (per seed, then mean and 95% CI); verdict: better / worse when that interval "
         "excludes 0, else not distinguishable.",

@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_PRESET",
     "DEFAULT_SEEDS",
     "MAX_BUDGET_FACTOR",
+    "METRICS",
     "Budget",
     "StudySpec",
     "operator_of",
@@ -37,6 +38,10 @@ DEFAULT_PRESET = "study"
 DEFAULT_SEEDS = 3
 # The papers' forms: d-ResNet puts a BatchNorm between depthwise and pointwise; BDSC's tables count its BN.
 DEFAULT_CONV_KWARGS: dict[str, dict[str, Any]] = {"dsep": {"norm": True}, "bdsc": {"norm": True}}
+
+
+# a study's accuracy metric -> the result.json field it reads
+METRICS = {"final": "test_acc", "last5": "last5_test_acc"}
 
 
 def operator_of(label: str) -> str:
@@ -109,7 +114,9 @@ class StudySpec:
     per operator (o-ResNet's strided 1x1 conv shortcut: {"osep": {"shortcut": "conv"}}). `reference` is the
     operator every other is compared with (default: conv when studied, else the first); `threads` the torch
     threads of every run (part of what a run computes: float sums are split differently with more threads);
-    `width` the backbone width of every operator when there is no budget (a paper's ResNet32-2x); `fixed_widths`
+    `metric` which accuracy of a run counts: "final" (the test accuracy at its end) or "last5" (the mean of
+    its last five evaluations, DO-Conv's metric; a run with fewer is left out and marked); `width` the backbone
+    width of every operator when there is no budget (a paper's ResNet32-2x); `fixed_widths`
     the widths of some entries whatever the budget (a paper's hand-picked multipliers: o-ResNet20 x3.625)."""
 
     model: str = "resnet20"
@@ -127,6 +134,7 @@ class StudySpec:
     width_grid: float = 1 / 16
     width: float = 1.0
     fixed_widths: dict[str, float] = field(default_factory=dict)
+    metric: str = "final"
     latency_batch: int = 1
     latency_repeats: int = 30
     command: str | None = None
@@ -167,6 +175,8 @@ class StudySpec:
                 raise ValueError(f"compare: --{name.replace('_', '-')} must be a positive integer, got {value!r}")
         if isinstance(self.width, bool) or not isinstance(self.width, int | float) or not self.width > 0:
             raise ValueError(f"compare: width must be a positive number, got {self.width!r}")
+        if self.metric not in METRICS:
+            raise ValueError(f"compare: metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
         for label, width in self.fixed_widths.items():
             if label not in self.convs:
                 raise ValueError(f"compare: a width is fixed for {label!r}, which is not in --convs")
@@ -195,6 +205,7 @@ class StudySpec:
         # absent from the identity of studies made before they existed, and of every study not using them
         fixed = {"width": self.width} if self.width != 1.0 else {}
         fixed |= {"fixed_widths": self.fixed_widths} if self.fixed_widths else {}
+        fixed |= {"metric": self.metric} if self.metric != "final" else {}
         return {k: getattr(self, k) for k in keys} | fixed | {
             "budget kind": kinds, "conv_kwargs": {c: self.options(c) for c in self.convs},
             "model_kwargs": {c: self.backbone_options(c) for c in self.convs}}

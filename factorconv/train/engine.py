@@ -433,6 +433,7 @@ class Trainer:
         if finished or (epoch_done and cfg.eval_every and (s.epoch + 1) % cfg.eval_every == 0):
             test_loss, test_acc = evaluate_model(self.wrapped, self.test_loader, self.ctx, self.amp)
             s.last_eval = {"test_loss": test_loss, "test_acc": test_acc}
+            s.add_eval(test_acc)
             record.update(s.last_eval)
             if s.best["test_acc"] is None or test_acc > s.best["test_acc"]:
                 s.best = {"test_acc": test_acc, "epoch": record["epoch"]}
@@ -481,7 +482,8 @@ class Trainer:
             train_loss, train_acc = s.epoch_means
             s.last_record = {"train_loss": train_loss, "train_acc": train_acc}
         result = self._summary("done", assess(s.loss_trace.finished()))
-        result.update(**s.last_eval, best_test_acc=s.best["test_acc"], best_epoch=s.best["epoch"],
+        result.update(**s.last_eval, last5_test_acc=s.last_evals_mean, best_test_acc=s.best["test_acc"],
+                      best_epoch=s.best["epoch"],
                       train_loss=s.last_record["train_loss"], train_acc=s.last_record["train_acc"])
         if self.ctx.is_main:
             self.run.write("result.json", result)

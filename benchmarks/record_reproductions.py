@@ -1,0 +1,126 @@
+"""Record finished `factorconv reproduce NAME` studies under benchmarks/results/ and rewrite
+docs/reproductions.md: one table across every recorded study (claim, the paper's numbers, ours with 95% CIs,
+the verdict, the command and its minutes), from the recorded JSON only.
+
+    .venv/bin/python benchmarks/record_reproductions.py runs/reproduce-osep-t6-cpu ... \\
+        [--wall osep-t6=412 ...] [--note "..."]
+    .venv/bin/python benchmarks/record_reproductions.py            # rewrite the doc from what is recorded
+
+Writes benchmarks/results/reproduce_<name>_<scale>.{md,json} per study directory given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from factorconv.bench import machine_info
+from factorconv.reproduce import get_reproduction, list_reproductions
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DOC = ROOT / "docs" / "reproductions.md"
+
+
+def record(study_dir: Path, wall: float | None) -> Path:
+    data = json.loads((study_dir / "reproduce.json").read_text())
+    data["wall_seconds"] = wall
+    data["machine"] = machine_info()
+    name = f"reproduce_{data['study'].replace('-', '_')}_{data['scale']}"
+    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
+    (RESULTS / f"{name}.md").write_text((study_dir / "reproduce.md").read_text())
+    return RESULTS / f"{name}.json"
+
+
+def _ci(acc: dict | None) -> str:
+    if not acc:
+        return "-"
+    if acc.get("ci_low") is None:
+        return f"{acc['mean']:.2f}"
+    return f"{acc['mean']:.2f} [{acc['ci_low']:.2f}, {acc['ci_high']:.2f}]"
+
+
+def render(records: list[dict]) -> str:
+    lines = [
+        "# The papers' comparisons, reproduced",
+        "",
+        "Each paper's comparison table is a named study (`factorconv reproduce --list`; the studies and their "
+        "numbers are data in `factorconv/reproduce/tables.py`). `--scale cpu` runs it on Fashion-MNIST with "
+        "the default study's recipe (360 steps of batch 32, 3 paired seeds) on a narrow ResNet-20, in minutes "
+        "on 2 CPU cores; `--scale paper` is the paper's backbone, data and recipe, for a GPU machine or a "
+        "cluster (`--executor ray|submitit`, docs/scale.md), and `--scale paper --dry-run` prints its widths "
+        "and counts beside the paper's without training (tested for every study).",
+        "",
+        "The verdict compares our paired difference to the reference row (seed by seed, 95% Student-t "
+        "interval) with the paper's difference: *same direction, distinguishable*, *not distinguishable* (the "
+        "interval contains 0: 3 seeds of a short schedule cannot resolve differences of a few tenths), or "
+        "*opposite* (distinguishable the other way). A CPU-scale verdict says whether the claim's direction "
+        "shows on another data set at another scale in minutes; it neither confirms nor refutes the paper's "
+        "number. Where a CPU verdict is *opposite*, the paper-scale command is what would settle it.",
+        "",
+        "This file is written by `benchmarks/record_reproductions.py` from `benchmarks/results/reproduce_*.json`.",
+        "",
+        "| study | row | paper % | paper Δ | ours % (95% CI) | our paired Δ (95% CI) | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for rec in records:
+        for row in rec["claims"]:
+            paper = "-" if row["paper_acc"] is None else f"{row['paper_acc']:.2f}"
+            if "verdict" not in row:
+                lines.append(f"| {rec['study']} | {row['name']} (reference) | {paper} |  | {_ci(row['accuracy'])} "
+                             "|  |  |")
+                continue
+            delta = "-" if row.get("paper_delta") is None else f"{row['paper_delta']:+.2f}"
+            d = row.get("difference")
+            ours = "-" if not d else (f"{d['mean']:+.2f}" if d.get("ci_low") is None else
+                                      f"{d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]")
+            lines.append(f"| {rec['study']} | {row['name']} | {paper} | {delta} | {_ci(row['accuracy'])} | "
+                         f"{ours} | {row['verdict']} |")
+    lines += ["", "## The studies", "",
+              "| study | the paper's table | its claim | command (CPU scale) | seeds | minutes (wall, 2 cores) | "
+              "run-minutes |", "|---|---|---|---|---|---|---|"]
+    recorded = {r["study"]: r for r in records}
+    for study in list_reproductions():
+        rec = recorded.get(study.name)
+        wall = "-" if not rec or rec.get("wall_seconds") is None else f"{rec['wall_seconds'] / 60:.1f}"
+        runs = "-" if not rec else f"{rec['train_seconds'] / 60:.1f}"
+        seeds = "not yet run" if not rec else str(rec["seeds"])
+        lines.append(f"| {study.name} | {study.source} | {study.claim} | `factorconv reproduce {study.name}` | "
+                     f"{seeds} | {wall} | {runs} |")
+    lines += ["", "Paper scale: `factorconv reproduce NAME --scale paper` (add `--data-dir` where the data set "
+              "is, `--executor ray` or `submitit` to spread the runs). Minutes are wall time of the command with "
+              "two runs at a time, measured while the machine also ran other studies (upper bounds); run-minutes "
+              "the training time summed over runs. Notes per study:", ""]
+    for study in list_reproductions():
+        if study.notes:
+            lines.append(f"- {study.name}: {study.notes}")
+    if records:
+        m = records[0].get("machine", {})
+        lines += ["", f"Recorded on {m.get('cpu', '?')}, torch {m.get('torch', '?')}."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("studies", nargs="*", type=Path, help="finished reproduce study directories to record")
+    p.add_argument("--wall", action="append", default=[], metavar="NAME=SECONDS",
+                   help="the wall time of a study's command, as measured")
+    args = p.parse_args(argv)
+    walls = {k: float(v) for k, _, v in (w.partition("=") for w in args.wall)}
+    RESULTS.mkdir(exist_ok=True)
+    for study_dir in args.studies:
+        name = json.loads((study_dir / "reproduce.json").read_text())["study"]
+        get_reproduction(name)  # a known study
+        print(f"recorded {record(study_dir, walls.get(name))}")
+    records = [json.loads(f.read_text()) for f in sorted(RESULTS.glob("reproduce_*_cpu.json"))]
+    order = {s.name: i for i, s in enumerate(list_reproductions())}
+    records.sort(key=lambda r: order.get(r["study"], len(order)))
+    DOC.write_text(render(records))
+    print(f"wrote {DOC}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
