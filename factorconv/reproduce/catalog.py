@@ -24,7 +24,10 @@ class Row:
     `options`); `paper_acc` the paper's top-1 accuracy in % (error tables converted); `paper_counts` what the
     paper prints for the row at its scale, by `profile` field: "params_m" (M parameters), "macs_m" (M MACs,
     the papers' FLOPs), "size_mib" (deploy size, MiB); `paper_width` the paper's hand-picked width multiplier
-    for the row at paper scale (else the budget, or the scale's width, decides)."""
+    for the row at paper scale (else the budget, or the scale's width, decides); `model` and `width` a whole
+    network of its own for the row at both scales (IGCV2's Xception(C35) against IGCV2(C64): `width` is then
+    that network's width argument); "conv_params_m" / "conv_macs_m" count as IGCV2's tables do (conv weights
+    and MACs only)."""
 
     label: str
     name: str
@@ -33,6 +36,8 @@ class Row:
     model_options: dict[str, Any] = field(default_factory=dict)
     paper_counts: dict[str, float] = field(default_factory=dict)
     paper_width: float | None = None
+    model: str | None = None
+    width: float | None = None
 
 
 @dataclass(frozen=True)

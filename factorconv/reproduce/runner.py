@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from ..accounting import profile
+from ..ops.base import is_operator
 from ..registry import create_model
 from ..study import Executor, StudySpec, build_report, match_widths, operator_of, run_study
 from ..study.stats import Summary
@@ -26,6 +27,20 @@ SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
     "folder": ((3, 224, 224), 1000),  # ImageNet as an image folder
 }
 COUNT_FIELDS = {"params_m": ("params", 1e6), "macs_m": ("macs", 1e6), "size_mib": ("size_bytes", 2**20)}
+COUNT_NAMES = {"params_m": "params", "macs_m": "MACs", "size_mib": "size", "conv_params_m": "conv params",
+               "conv_macs_m": "conv MACs"}
+
+
+def _conv_counts(model: torch.nn.Module, prof: Any) -> tuple[int, int]:
+    """IGCV2's counting: the weights of the convs and operators (no BN, no bias, no classifier) and their MACs."""
+    modules = dict(model.named_modules())
+    params = macs = 0
+    for row in prof.layers:
+        module = modules.get(row.name)
+        if module is not None and (is_operator(module) or isinstance(module, torch.nn.Conv2d)):
+            params += sum(p.numel() for n, p in module.named_parameters() if not n.endswith("bias"))
+            macs += row.macs
+    return params, macs
 
 
 def study_spec(study: Reproduction, scale: str, *, seeds: int | None = None, data_dir: str | None = None,
@@ -39,8 +54,10 @@ def study_spec(study: Reproduction, scale: str, *, seeds: int | None = None, dat
         overrides={**fields.get("overrides", {}), **(overrides or {})},
         conv_kwargs={r.label: dict(r.options) for r in study.rows if r.options},
         model_kwargs={r.label: dict(r.model_options) for r in study.rows if r.model_options},
+        models={r.label: r.model for r in study.rows if r.model},
         width=fields.get("width", 1.0), metric=fields.get("metric", "final"), command=command,
-        fixed_widths={r.label: r.paper_width for r in study.rows if r.paper_width and scale == "paper"})
+        fixed_widths={r.label: w for r in study.rows
+                      if (w := r.paper_width if scale == "paper" and r.paper_width else r.width)})
     return spec.validate()
 
 
@@ -57,11 +74,12 @@ def plan(study: Reproduction, scale: str) -> list[dict[str, Any]]:
     for row in study.rows:
         width = next(w for (label, _), (w, _) in widths.items() if label == row.label)
         with torch.device("meta"):
-            model = create_model(spec.model, conv=operator_of(row.label), width=width, num_classes=classes,
-                                 in_chans=input_size[0],
-                                 conv_kwargs=spec.options(row.label), **spec.backbone_options(row.label))
+            model = create_model(spec.model_of(row.label), conv=operator_of(row.label), width=width,
+                                 num_classes=classes, in_chans=input_size[0], conv_kwargs=spec.options(row.label),
+                                 **spec.backbone_options(row.label))
         prof = profile(model, input_size)
         counts = {key: getattr(prof, attr) / unit for key, (attr, unit) in COUNT_FIELDS.items()}
+        counts["conv_params_m"], counts["conv_macs_m"] = (v / 1e6 for v in _conv_counts(model, prof))
         printed = dict(row.paper_counts) if scale == "paper" else {}
         diffs = {key: counts[key] / value - 1 for key, value in printed.items()}
         rows.append({"label": row.label, "name": row.name, "width": width, "counts": counts,
@@ -80,7 +98,7 @@ def render_plan(study: Reproduction, scale: str, rows: list[dict[str, Any]]) -> 
              f"{100 * study.count_tolerance:g}% |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         c = r["counts"]
-        printed = ", ".join(f"{k.split('_')[0]} {v:g} ({100 * r['rel_diff'][k]:+.1f}%)"
+        printed = ", ".join(f"{COUNT_NAMES[k]} {v:g} ({100 * r['rel_diff'][k]:+.1f}%)"
                             for k, v in r["paper_counts"].items()) or "-"
         lines.append(f"| {r['name']} | {r['label']} | {r['width']:g} | {c['params_m']:.3f} | {c['macs_m']:.2f} | "
                      f"{c['size_mib']:.3f} | {printed} | {'-' if r['ok'] is None else 'yes' if r['ok'] else 'NO'} |")

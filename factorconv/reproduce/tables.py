@@ -137,4 +137,37 @@ STUDIES = [
         notes="\"Each row of o-ResNet is channel multiplied\": every γ is matched to ResNet20's MACs here, as "
               "Table 6 matches γ = 1.",
     )),
+    register_reproduction(Reproduction(
+        name="igcv2-t4",
+        source="IGCV2 (002), Table 4: Xception(C35) against IGCV2(C64), depth 8, CIFAR-100, similar parameters",
+        claim="IGCV2 (C64, K = 8, 16, 32) is more accurate than Xception (C35) with fewer parameters (+0.83 points)",
+        rows=(
+            Row("dsep", "Xception (C35)", 67.00, options={"norm": False}, model="xception_cifar", width=35,
+                model_options={"depth": 8}, paper_counts={"conv_params_m": 0.056, "conv_macs_m": 9.5}),
+            Row("igcv2", "IGCV2 (C64)", 67.83, model="igcv2_cifar", width=64,
+                model_options={"depth": 8, "K": [8, 16, 32]},
+                paper_counts={"conv_params_m": 0.047, "conv_macs_m": 9.5}),
+        ),
+        paper={"model": "xception_cifar", "budget": None, "data": "cifar100", "preset": "igcv2", "seeds": 3},
+        cpu={"model": "xception_cifar", "budget": None},
+        count_tolerance=0.04,  # test_igcv's tolerance for Tables 3, 4 and 6
+        notes="The networks are the paper's at both scales (depth 8, widths 35 and 64); IGCV2 counts conv weights "
+              "and conv MACs only (PAPER_NOTES).",
+    )),
+    register_reproduction(Reproduction(
+        name="igcv2-t6",
+        source="IGCV2 (002), Table 6: IGCV1(C48) against IGCV2(C80), depth 8, CIFAR-100, equal parameters",
+        claim="IGCV2 (C80, K = 10, 16, 20) is more accurate than IGCV1 (C48) at the same parameters (+1.13 points)",
+        rows=(
+            Row("igcv1", "IGCV1 (C48)", 66.52, model="igcv1_cifar", width=48, model_options={"depth": 8},
+                paper_counts={"conv_params_m": 0.046, "conv_macs_m": 10.0}),
+            Row("igcv2", "IGCV2 (C80)", 67.65, model="igcv2_cifar", width=80,
+                model_options={"depth": 8, "K": [10, 16, 20]},
+                paper_counts={"conv_params_m": 0.046, "conv_macs_m": 11.8}),
+        ),
+        paper={"model": "igcv1_cifar", "budget": None, "data": "cifar100", "preset": "igcv2", "seeds": 3},
+        cpu={"model": "igcv1_cifar", "budget": None},
+        count_tolerance=0.04,
+        notes="The networks are the paper's at both scales (depth 8, widths 48 and 80).",
+    )),
 ]

@@ -66,7 +66,8 @@ def _input_shape(spec: StudySpec) -> tuple[tuple[int, int, int], int]:
 def _run_config(spec: StudySpec, run_dir: Path, conv: str, width: float, seed: int, quiet: bool) -> dict[str, Any]:
     from ..train import resolve_config
 
-    fields = {"model": spec.model, "conv": operator_of(conv), "width": width, "conv_kwargs": spec.options(conv),
+    fields = {"model": spec.model_of(conv), "conv": operator_of(conv), "width": width,
+              "conv_kwargs": spec.options(conv),
               "model_kwargs": spec.backbone_options(conv), "data": spec.data, "data_dir": spec.data_dir, "seed": seed,
               "threads": spec.threads, "run_dir": str(run_dir)}
     overrides = {k: v for k, v in spec.overrides.items() if k != "model_kwargs"}

@@ -114,7 +114,8 @@ class StudySpec:
     per operator (o-ResNet's strided 1x1 conv shortcut: {"osep": {"shortcut": "conv"}}). `reference` is the
     operator every other is compared with (default: conv when studied, else the first); `threads` the torch
     threads of every run (part of what a run computes: float sums are split differently with more threads);
-    `metric` which accuracy of a run counts: "final" (the test accuracy at its end) or "last5" (the mean of
+    `models` another backbone for some entries (a paper comparing whole networks: Xception(C35) against
+    IGCV2(C64)); `metric` which accuracy of a run counts: "final" (the test accuracy at its end) or "last5" (the mean of
     its last five evaluations, DO-Conv's metric; a run with fewer is left out and marked); `width` the backbone
     width of every operator when there is no budget (a paper's ResNet32-2x); `fixed_widths`
     the widths of some entries whatever the budget (a paper's hand-picked multipliers: o-ResNet20 x3.625)."""
@@ -135,6 +136,7 @@ class StudySpec:
     width: float = 1.0
     fixed_widths: dict[str, float] = field(default_factory=dict)
     metric: str = "final"
+    models: dict[str, str] = field(default_factory=dict)
     latency_batch: int = 1
     latency_repeats: int = 30
     command: str | None = None
@@ -175,6 +177,10 @@ class StudySpec:
                 raise ValueError(f"compare: --{name.replace('_', '-')} must be a positive integer, got {value!r}")
         if isinstance(self.width, bool) or not isinstance(self.width, int | float) or not self.width > 0:
             raise ValueError(f"compare: width must be a positive number, got {self.width!r}")
+        for label, model in self.models.items():
+            if label not in self.convs:
+                raise ValueError(f"compare: a backbone is given for {label!r}, which is not in --convs")
+            model_entry(model)
         if self.metric not in METRICS:
             raise ValueError(f"compare: metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
         for label, width in self.fixed_widths.items():
@@ -194,6 +200,10 @@ class StudySpec:
     def options(self, conv: str) -> dict[str, Any]:
         return {**DEFAULT_CONV_KWARGS.get(operator_of(conv), {}), **self.conv_kwargs.get(conv, {})}
 
+    def model_of(self, conv: str) -> str:
+        """The backbone entry `conv` trains on (`models`, else `model`)."""
+        return self.models.get(conv, self.model)
+
     def backbone_options(self, conv: str) -> dict[str, Any]:
         return {**self.overrides.get("model_kwargs", {}), **self.model_kwargs.get(conv, {})}
 
@@ -206,6 +216,7 @@ class StudySpec:
         fixed = {"width": self.width} if self.width != 1.0 else {}
         fixed |= {"fixed_widths": self.fixed_widths} if self.fixed_widths else {}
         fixed |= {"metric": self.metric} if self.metric != "final" else {}
+        fixed |= {"models": self.models} if self.models else {}
         return {k: getattr(self, k) for k in keys} | fixed | {
             "budget kind": kinds, "conv_kwargs": {c: self.options(c) for c in self.convs},
             "model_kwargs": {c: self.backbone_options(c) for c in self.convs}}
@@ -223,11 +234,11 @@ def match_widths(spec: StudySpec, input_size: tuple[int, int, int], num_classes:
             if conv in spec.fixed_widths:  # fixed by hand: counted, not matched
                 width = spec.fixed_widths[conv]
                 out[(conv, budget)] = (width, count_model(
-                    spec.model, operator_of(conv), width, budget.by, input_size=input_size,
+                    spec.model_of(conv), operator_of(conv), width, budget.by, input_size=input_size,
                     conv_kwargs=spec.options(conv), num_classes=num_classes, **spec.backbone_options(conv)))
                 continue
             try:
-                m = match_width(spec.model, operator_of(conv), budget.value, budget.by, grid=spec.width_grid,
+                m = match_width(spec.model_of(conv), operator_of(conv), budget.value, budget.by, grid=spec.width_grid,
                                 input_size=input_size, conv_kwargs=spec.options(conv), num_classes=num_classes,
                                 **spec.backbone_options(conv))
             except ValueError as err:
