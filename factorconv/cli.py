@@ -347,6 +347,17 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return _flagged_status(result["results"])
 
 
+def _cmd_show(args: argparse.Namespace) -> int:
+    from .analysis import show_run
+
+    what = [w.strip() for w in args.what.split(",") if w.strip()] if args.what else None
+    data = show_run(args.run, out=args.out, what=what, images=args.images, data_dir=args.data_dir)
+    run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
+    out = Path(args.out) if args.out else run_dir / "show"
+    print(f"{', '.join(data)}: {', '.join(sorted(p.name for p in out.glob('*.png')))} and show.json in {out}")
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from .study import build_report, summarize_text
 
@@ -584,6 +595,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the plan or the claims as JSON")
     _add_executor_args(p)
     p.set_defaults(func=_cmd_reproduce)
+
+    p = sub.add_parser(
+        "show", help="look inside a trained run: DO-Conv's kernel shift, ACDC's atoms, BDSC's configurations, CAMs",
+        description="Draw what a trained run learned as PNGs, with the numbers behind them in show.json: doconv "
+                    "(the map H of how far each DO-Conv kernel moved from the conv it holds), acdc (atoms and shared "
+                    "coefficients), bdsc (binary configurations: density per tap, q per layer), cam (Grad-CAM at "
+                    "every stage for a few test images), redundancy (ACDC's cross-layer coefficient analysis of a "
+                    "standard CNN). Default: every view that applies to the run's model.")
+    p.add_argument("run", help="a run directory (or its checkpoint.pt)")
+    p.add_argument("--what", default=None, help="comma-separated views: doconv,acdc,bdsc,cam,redundancy")
+    p.add_argument("--out", default=None, help="where to write (default RUN/show)")
+    p.add_argument("--images", type=count(), default=4, help="test images in the CAM grid (default 4)")
+    p.add_argument("--data-dir", default=None, help="where the run's data set is")
+    p.set_defaults(func=_cmd_show)
 
     p = sub.add_parser("export", help="export a trained run: ONNX, TorchScript or state_dict, folded/packed, checked",
                        description="Export the model of a run directory (or checkpoint). --fold ships every operator "

@@ -1,0 +1,215 @@
+"""`factorconv show RUN`: the views of a trained run as PNGs (matplotlib, Agg) and the numbers behind each as
+JSON, in one directory. Views: `doconv` (the kernel-shift map H per DO-Conv layer), `acdc` (atoms per layer,
+the shared coefficients per bank), `bdsc` (the binary spatial configurations: density per tap and q per
+layer), `cam` (class activation maps at every stage for a few test images, any model), `redundancy`
+(ACDC's cross-layer coefficient analysis, for a standard CNN). By default every view that applies."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..ops.acdc import ACDCConv2d
+from ..ops.bdsc import BalancedDecoupledConv2d
+from ..ops.doconv import DOConv2d
+from .cam import class_activation_maps
+from .kernels import acdc_atoms, acdc_coefficients, bdsc_configurations, doconv_shift
+from .redundancy import coefficient_redundancy
+
+__all__ = ["VIEWS", "applicable_views", "show_model", "show_run"]
+
+VIEWS = ("doconv", "acdc", "bdsc", "cam", "redundancy")
+
+
+def applicable_views(model: nn.Module) -> list[str]:
+    kinds = {type(m) for m in model.modules()}
+    views = [v for v, cls in (("doconv", DOConv2d), ("acdc", ACDCConv2d), ("bdsc", BalancedDecoupledConv2d))
+             if any(issubclass(k, cls) for k in kinds)]
+    if not views:  # a standard CNN: the analysis that motivates ACDC
+        views.append("redundancy")
+    return [*views, "cam"]
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError:
+        raise RuntimeError("factorconv show draws with matplotlib: pip install 'factorconv[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _grid(n: int) -> tuple[int, int]:
+    cols = min(n, 6)
+    return math.ceil(n / cols), cols
+
+
+def _heatmaps(maps: dict[str, torch.Tensor], title: str, path: Path, cmap: str = "viridis") -> None:
+    plt = _pyplot()
+    rows, cols = _grid(len(maps))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.0 * rows + 0.5), squeeze=False)
+    vmax = max(float(m.max()) for m in maps.values()) or 1.0
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (name, m) in zip(axes.flat, maps.items(), strict=False):
+        ax.imshow(m.numpy(), cmap=cmap, vmin=0, vmax=vmax)
+        ax.set_title(name, fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _doconv(model: nn.Module, out: Path) -> dict[str, Any]:
+    shift = doconv_shift(model)
+    _heatmaps(shift, "DO-Conv: H = Σ|W' − W| per kernel position (the conv's own kernel W, trained D∘W)",
+              out / "doconv_shift.png", cmap="magma")
+    return {name: h.tolist() for name, h in shift.items()}
+
+
+def _acdc(model: nn.Module, out: Path) -> dict[str, Any]:
+    plt = _pyplot()
+    atoms = acdc_atoms(model)
+    # one mosaic, a row of atoms per layer (each atom scaled to its layer's largest magnitude)
+    flats = {n: a.reshape(-1, *a.shape[-2:]) for n, a in atoms.items()}
+    kh, kw = next(iter(flats.values())).shape[-2:]
+    cols = max(f.shape[0] for f in flats.values())
+    mosaic = torch.full((len(flats) * (kh + 1), cols * (kw + 1)), float("nan"))
+    for r, f in enumerate(flats.values()):
+        f = f / f.abs().max().clamp_min(1e-12)
+        for c, atom in enumerate(f):
+            mosaic[r * (kh + 1): r * (kh + 1) + kh, c * (kw + 1): c * (kw + 1) + kw] = atom
+    fig, ax = plt.subplots(figsize=(0.45 * cols + 2.2, 0.4 * len(flats) + 0.8))
+    ax.imshow(mosaic.numpy(), cmap="coolwarm", vmin=-1, vmax=1)
+    ax.set_yticks([r * (kh + 1) + (kh - 1) / 2 for r in range(len(flats))], list(flats), fontsize=6)
+    ax.set_xticks([])
+    ax.set_title("ACDC: each layer's filter atoms (a row per layer)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "acdc_atoms.png", dpi=110)
+    plt.close(fig)
+    banks = acdc_coefficients(model)
+    mats = {f"{name} ({len(b['layers'])} layers)": b["coefficients"].reshape(b["coefficients"].shape[0], -1).abs()
+            for name, b in banks.items()}
+    _heatmaps(mats, "ACDC: shared coefficients |A| per bank (out × in·m)", out / "acdc_coefficients.png")
+    return {"atoms": {n: a.tolist() for n, a in atoms.items()},
+            "banks": {n: {"layers": b["layers"], "shape": list(b["coefficients"].shape)} for n, b in banks.items()}}
+
+
+def _bdsc(model: nn.Module, out: Path) -> dict[str, Any]:
+    plt = _pyplot()
+    configs = bdsc_configurations(model)
+    _heatmaps({n: c["tap_density"] for n, c in configs.items()},
+              "BDSC: share of ones per tap of the binary configuration", out / "bdsc_taps.png")
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * len(configs)), 3))
+    ax.bar(range(len(configs)), [c["density"] for c in configs.values()])
+    ax.set_xticks(range(len(configs)), list(configs), rotation=90, fontsize=6)
+    ax.set_ylabel("density q")
+    ax.set_title("BDSC: density q of each layer's configuration", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "bdsc_density.png", dpi=110)
+    plt.close(fig)
+    return {n: {"density": c["density"], "tap_density": c["tap_density"].tolist(),
+                "shape": list(c["configuration"].shape)} for n, c in configs.items()}
+
+
+def _cam(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, raw: torch.Tensor, out: Path) -> dict:
+    plt = _pyplot()
+    maps = class_activation_maps(model, images, labels)
+    n, names = images.shape[0], list(maps)
+    fig, axes = plt.subplots(n, len(names) + 1, figsize=(1.8 * (len(names) + 1), 1.8 * n + 0.4), squeeze=False)
+    for i in range(n):
+        picture = raw[i].permute(1, 2, 0).squeeze(-1).numpy()
+        axes[i, 0].imshow(picture, cmap="gray" if picture.ndim == 2 else None)
+        axes[i, 0].set_title(f"class {int(labels[i])}", fontsize=7)
+        for j, name in enumerate(names, 1):
+            axes[i, j].imshow(picture, cmap="gray" if picture.ndim == 2 else None)
+            axes[i, j].imshow(maps[name][i].numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            if i == 0:
+                axes[i, j].set_title(name, fontsize=7)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.suptitle("Grad-CAM of the true class at every stage", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "cam.png", dpi=110)
+    plt.close(fig)
+    return {"labels": labels.tolist(), "maps": {k: v.round(decimals=4).tolist() for k, v in maps.items()}}
+
+
+def _redundancy(model: nn.Module, images: torch.Tensor, out: Path) -> dict[str, Any]:
+    plt = _pyplot()
+    result = coefficient_redundancy(model, images)
+    pairs = result["pairs"]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.scatter([p["channels"] for p in pairs], [p["erank_joint"] / p["channels"] for p in pairs], s=12)
+    ax.axhline(1, color="gray", lw=0.8, ls="--")
+    ax.axhline(2, color="gray", lw=0.8, ls=":")
+    ax.set_xlabel("channels c of the pair")
+    ax.set_ylabel("effective rank of [Ã_i; Ã_j] / c")
+    ax.set_title("ACDC §3.2: 1 = one shared coefficient subspace, 2 = unrelated", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "redundancy.png", dpi=110)
+    plt.close(fig)
+    return result
+
+
+def show_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, raw: torch.Tensor, out: str | Path,
+               what: list[str] | None = None) -> dict[str, Any]:
+    """Write the views `what` (default: `applicable_views`) of `model` to `out`: a PNG or two each and
+    show.json; `images` are normalised inputs, `raw` the same images for display (C, H, W in [0, 1])."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    views = what or applicable_views(model)
+    unknown = [v for v in views if v not in VIEWS]
+    if unknown:
+        raise ValueError(f"show: unknown view {', '.join(unknown)} (views: {', '.join(VIEWS)})")
+    present = applicable_views(model)
+    missing = [v for v in views if v in ("doconv", "acdc", "bdsc") and v not in present]
+    if missing:
+        raise ValueError(f"show: the model has no {', '.join(missing)} layer (its views: {', '.join(present)})")
+    model = model.eval()
+    data: dict[str, Any] = {}
+    for view in views:
+        if view == "doconv":
+            data[view] = _doconv(model, out)
+        elif view == "acdc":
+            data[view] = _acdc(model, out)
+        elif view == "bdsc":
+            data[view] = _bdsc(model, out)
+        elif view == "cam":
+            data[view] = _cam(model, images, labels, raw, out)
+        else:
+            data[view] = _redundancy(model, images, out)
+    (out / "show.json").write_text(json.dumps(data) + "\n")
+    return data
+
+
+def show_run(run: str | Path, out: str | Path | None = None, what: list[str] | None = None, images: int = 4,
+             data_dir: str | None = None) -> dict[str, Any]:
+    """`show_model` on a trained run (its directory or checkpoint) with `images` of its test images (the
+    redundancy analysis uses 64); writes to `out` (default RUN/show)."""
+    from ..data import TensorLoader
+    from ..train import load_trained
+
+    model, _cfg, state, test = load_trained(run, data_dir)
+    views = what or applicable_views(model)
+    count = max(images, 64) if "redundancy" in views else images
+    loader = TensorLoader(test.subset(count, 0), count, shuffle=False, mean=state["mean"], std=state["std"])
+    x, y = next(iter(loader.epoch(0)))
+    raw = test.subset(count, 0).images[:count].float() / 255.0
+    run_dir = Path(run) if Path(run).is_dir() else Path(run).parent
+    target = Path(out) if out else run_dir / "show"
+    data = {}
+    for view in views:  # the CAM grid takes the first `images`; the redundancy analysis all
+        if view == "cam":
+            data.update(show_model(model, x[:images], y[:images], raw[:images], target, ["cam"]))
+        else:
+            data.update(show_model(model, x, y, raw, target, [view]))
+    (target / "show.json").write_text(json.dumps(data) + "\n")
+    return data
