@@ -61,17 +61,19 @@ def study_spec(study: Reproduction, scale: str, *, seeds: int | None = None, dat
     return spec.validate()
 
 
-def plan(study: Reproduction, scale: str) -> list[dict[str, Any]]:
+def plan(study: Reproduction, scale: str, labels: list[str] | None = None) -> list[dict[str, Any]]:
     """Per row: the width the study trains it at and its counts (params and MACs in M, deploy size in MiB),
     beside the paper's counts (at paper scale) with their relative difference; built on the meta device, no data
-    needed."""
+    needed. `labels` limits it to those rows (matching a width to a budget takes a few seconds per row)."""
     spec = study_spec(study, scale)
+    if labels is not None:
+        spec.convs = [c for c in spec.convs if c in labels]
     if spec.data not in SHAPES:
         raise ValueError(f"reproduce: no input shape known for data set {spec.data!r}")
     input_size, classes = SHAPES[spec.data]
     widths = match_widths(spec, input_size, classes)
     rows = []
-    for row in study.rows:
+    for row in (r for r in study.rows if r.label in spec.convs):
         width = next(w for (label, _), (w, _) in widths.items() if label == row.label)
         with torch.device("meta"):
             model = create_model(spec.model_of(row.label), conv=operator_of(row.label), width=width,
