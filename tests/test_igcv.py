@@ -233,3 +233,23 @@ def test_suffix_cache_filled_under_inference_mode_serves_input_gradients() -> No
     op(x).sum().backward()
     expected = torch.autograd.grad(torch.nn.functional.conv2d(x, op.dense_weight(), padding=1).sum(), x)[0]
     assert rel_err(x.grad, expected) < 1e-5
+
+
+# Table 2 (the 8-layer network, counted within one block): C -> (params, FLOPs) printed as "≈"
+TABLE2 = {("xception8", 64): (4700, 4.8e6), ("igcv2_8", 144): (4700, 4.8e6), ("xception8", 96): (1e4, 1e7),
+          ("igcv2_8", 256): (1e4, 1e7), ("xception8", 128): (1.7e4, 1.7e7), ("igcv2_8", 361): (1.7e4, 1.7e7)}
+
+
+@pytest.mark.parametrize(("name", "width"), sorted(TABLE2))
+def test_table2_eight_layer_blocks(name: str, width: int) -> None:
+    """Per block, as the paper counts; the printed values are rounded ("≈ 10^4", "≈ 1.7×10^7"): params within
+    5%, FLOPs within 8% (C256: 1.07×10^7 against "≈ 10^7")."""
+    with torch.device("meta"):
+        model = fc.create_model(name, width=width, num_classes=100)
+    blocks = model.blocks
+    assert len(blocks) == 6 and model.stem[0].weight.shape == (width, 3, 3, 3)  # the stem is a plain conv
+    cost = blocks[0][0].cost((32, 32))
+    params, flops = TABLE2[name, width]
+    assert abs(cost.params / params - 1) < 0.05 and abs(cost.macs / flops - 1) < 0.08
+    if name == "igcv2_8":  # L = 3 with K = sqrt(C): complementary branches of about sqrt(C)
+        assert blocks[0][0].cost((32, 32)).params == width * 9 + 2 * width * round(width**0.5)

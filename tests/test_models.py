@@ -9,7 +9,7 @@ from factorconv.models.igc import CIFAR_NETS
 from factorconv.models.layers import ZeroPadShortcut, scale_width
 
 # The interleaved-group-conv CIFAR networks take the absolute first-stage width: a small one is 16.
-SMALL_WIDTH = dict.fromkeys(CIFAR_NETS, 16)
+SMALL_WIDTH = dict.fromkeys(CIFAR_NETS, 16) | {"xception8": 8, "igcv2_8": 16}  # the 8-layer nets: C
 
 # Pairs that cannot be built, and why: the test asserts they fail with a ValueError that says so.
 INCOMPATIBLE = {

@@ -3,6 +3,7 @@
 from .cifar_resnet import BasicBlock, CifarResNet
 from .densenet import DenseNet
 from .igc import IGCV3, IGCV2Block, IGCV2Mobilenet, IGCV3Block, XceptionBlock
+from .igc8 import EightLayerNet
 from .layers import ConvFactory, ConvNormAct, scale_width
 from .mobilenet import MobileNetV1, MobileNetV2
 from .preact_resnet import PreActResNet
@@ -17,6 +18,7 @@ __all__ = [
     "ConvFactory",
     "ConvNormAct",
     "DenseNet",
+    "EightLayerNet",
     "IGCV2Block",
     "IGCV2Mobilenet",
     "IGCV3Block",

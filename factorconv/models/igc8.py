@@ -1,0 +1,86 @@
+"""The 8-layer network of IGCV2's Table 2 and Figures 2-3: a 3x3 stem conv to C channels, six layers of
+C -> C at full resolution (no down-sampling), global pooling and a classifier. The six intermediate layers
+are the operator (`xception8`: channel-wise 3x3 then 1x1, i.e. dsep; `igcv2_8`: IGCV2 with L = 3 and
+branches of K channels, the divisor of C nearest sqrt(C), unless `conv_kwargs` say otherwise), each followed
+by BN and ReLU; the paper counts parameters and FLOPs within one such block (Table 2: Xception C64 ≈ 4,700 /
+4.8·10⁶, IGCV2 C144 the same). `width` is the absolute C."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor, nn
+
+from ..registry import ConvBuilder, register_model
+from .layers import ConvFactory, ConvNormAct, check_positive, default_act, init_weights
+
+__all__ = ["EightLayerNet"]
+
+
+class EightLayerNet(nn.Module):
+    """Stem (a plain 3x3 conv) + six C -> C operator layers with BN and act + pool + classifier."""
+
+    def __init__(
+        self,
+        *,
+        name: str = "igc8",
+        default_conv: str = "dsep",
+        conv: str | ConvBuilder | None = None,
+        conv_kwargs: dict[str, Any] | None = None,
+        width: float = 64,
+        layers: int = 6,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+        act_layer: Callable[[], nn.Module] = default_act,
+    ) -> None:
+        super().__init__()
+        check_positive(name, "width", width)
+        check_positive(name, "layers", layers, int)
+        c = round(width)
+        if c < 2:
+            raise ValueError(f"{name}: width is the absolute channel count C (e.g. 64), got {width!r}")
+        conv = default_conv if conv is None else conv
+        options = dict(conv_kwargs or {})
+        if conv == "igcv2" and "K" not in options and "branch_sizes" not in options:
+            # two 1x1 convs with branches of K channels, K the divisor of C nearest sqrt(C) (12 for C144)
+            k = min((d for d in range(1, c + 1) if c % d == 0), key=lambda d: (abs(d - math.sqrt(c)), d))
+            options = {"L": 3, "K": k, **options}
+        conv_layer = ConvFactory(conv, options)
+        self.stem = ConvNormAct(conv_layer, in_chans, c, 3, stem=True, norm_layer=norm_layer, act_layer=act_layer)
+        self.blocks = nn.Sequential(*(ConvNormAct(conv_layer, c, c, 3, norm_layer=norm_layer, act_layer=act_layer)
+                                      for _ in range(layers)))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten(1)
+        self.fc = nn.Linear(c, num_classes)
+        init_weights(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.flatten(self.pool(self.blocks(self.stem(x)))))
+
+
+def _builder(name: str, default_conv: str, default_width: int) -> Callable[..., EightLayerNet]:
+    def build(*, conv: str | ConvBuilder | None = None, conv_kwargs: dict[str, Any] | None = None,
+              width: float = default_width, layers: int = 6, num_classes: int = 10, in_chans: int = 3,
+              norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+              act_layer: Callable[[], nn.Module] = default_act) -> EightLayerNet:
+        return EightLayerNet(name=name, default_conv=default_conv, conv=conv, conv_kwargs=conv_kwargs, width=width,
+                             layers=layers, num_classes=num_classes, in_chans=in_chans, norm_layer=norm_layer,
+                             act_layer=act_layer)
+
+    build.__name__ = build.__qualname__ = name
+    return build
+
+
+register_model(
+    "xception8", tags=("cifar", "igc"),
+    description="IGCV2's 8-layer net (Table 2): stem + six channel-wise 3x3 + 1x1 layers at C channels, no "
+                "down-sampling",
+)(_builder("xception8", "dsep", 64))
+register_model(
+    "igcv2_8", tags=("cifar", "igc"),
+    description="IGCV2's 8-layer net (Table 2): stem + six IGCV2 layers (L = 3, K = sqrt(C)) at C channels, no "
+                "down-sampling",
+)(_builder("igcv2_8", "igcv2", 144))
