@@ -27,7 +27,8 @@ class Row:
     for the row at paper scale (else the budget, or the scale's width, decides); `model` and `width` a whole
     network of its own for the row at both scales (IGCV2's Xception(C35) against IGCV2(C64): `width` is then
     that network's width argument); "conv_params_m" / "conv_macs_m" count as IGCV2's tables do (conv weights
-    and MACs only)."""
+    and MACs only); `cpu_options` replace some `options` at CPU scale, where a narrower network needs a
+    proportionally smaller setting (ACDC-g's group size)."""
 
     label: str
     name: str
@@ -38,6 +39,7 @@ class Row:
     paper_width: float | None = None
     model: str | None = None
     width: float | None = None
+    cpu_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,8 @@ def study_spec(study: Reproduction, scale: str, *, seeds: int | None = None, dat
         data=fields["data"], data_dir=data_dir, preset=fields["preset"], seeds=seeds or fields["seeds"],
         reference=study.reference.label, threads=threads,
         overrides={**fields.get("overrides", {}), **(overrides or {})},
-        conv_kwargs={r.label: dict(r.options) for r in study.rows if r.options},
+        conv_kwargs={r.label: {**r.options, **(r.cpu_options if scale == "cpu" else {})}
+                     for r in study.rows if r.options or (r.cpu_options and scale == "cpu")},
         model_kwargs={r.label: dict(r.model_options) for r in study.rows if r.model_options},
         models={r.label: r.model for r in study.rows if r.model},
         width=fields.get("width", 1.0), metric=fields.get("metric", "final"), command=command,
