@@ -14,6 +14,7 @@ SMALL_WIDTH = dict.fromkeys(CIFAR_NETS, 16) | {"xception8": 8, "igcv2_8": 16}  #
 # Pairs that cannot be built, and why: the test asserts they fail with a ValueError that says so.
 INCOMPATIBLE = {
     ("densenet40", "dw"): "multiple of in_channels",  # dense layers output growth (12) < input channels
+    ("resnext50_32x4d", "dw"): "groups must be 1 or in_channels",  # a 32-group conv is not depthwise
 }
 
 
@@ -63,3 +64,13 @@ def test_zero_pad_shortcut_and_width_rounding() -> None:
     assert y.shape == (1, 8, 3, 3)
     assert torch.equal(y[:, 2:5], x[:, :, ::2, ::2]) and y[:, :2].abs().sum() == 0
     assert scale_width(16, 2.72) == 44 and scale_width(16, 2.53125) == 41 and scale_width(16, 0.01) == 1
+
+
+def test_resnext50_counts_and_its_group_conv_takes_any_operator() -> None:
+    with torch.device("meta"):
+        assert fc.count_params(fc.create_model("resnext50_32x4d", num_classes=1000)) == 25_028_904  # torchvision
+        assert fc.count_params(fc.create_model("resnet50", num_classes=1000)) == 25_557_032
+        doconv = fc.create_model("resnext50_32x4d", conv="doconv", num_classes=1000)
+    grouped = doconv.layer1[0].conv2
+    assert type(grouped).__name__ == "DOConv2d" and grouped.groups == 32  # DO-GConv
+    assert (grouped.in_channels, grouped.out_channels) == (128, 128)

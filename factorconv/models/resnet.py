@@ -20,7 +20,8 @@ __all__ = ["Bottleneck", "ResNet"]
 
 
 class Bottleneck(nn.Module):
-    """1x1-BN-act, 3x3(stride)-BN-act, 1x1(×4)-BN plus shortcut, then act (ResNet v1.5)."""
+    """1x1-BN-act, 3x3(stride)-BN-act, 1x1(×4)-BN plus shortcut, then act (ResNet v1.5). ResNeXt: the 3x3 is a
+    group conv of `groups` groups, `base_width` channels each at the first stage's planes (64)."""
 
     expansion = 4
 
@@ -33,16 +34,19 @@ class Bottleneck(nn.Module):
         conv_layer: Callable[..., nn.Module],
         norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
         act_layer: Callable[[], nn.Module] = default_act,
+        groups: int = 1,
+        base_width: int = 64,
     ) -> None:
         super().__init__()
         out_ch = planes * self.expansion
-        self.conv1 = conv_layer(in_ch, planes, 1)
-        self.bn1 = norm_layer(planes)
+        inner = int(planes * (base_width / 64.0)) * groups  # torchvision's ResNeXt width rule
+        self.conv1 = conv_layer(in_ch, inner, 1)
+        self.bn1 = norm_layer(inner)
         self.act1 = act_layer()
-        self.conv2 = conv_layer(planes, planes, 3, stride=stride)
-        self.bn2 = norm_layer(planes)
+        self.conv2 = conv_layer(inner, inner, 3, stride=stride, groups=groups)
+        self.bn2 = norm_layer(inner)
         self.act2 = act_layer()
-        self.conv3 = conv_layer(planes, out_ch, 1)
+        self.conv3 = conv_layer(inner, out_ch, 1)
         self.bn3 = norm_layer(out_ch)
         self.shortcut = (
             nn.Sequential(conv_layer(in_ch, out_ch, 1, stride=stride), norm_layer(out_ch))
@@ -58,7 +62,9 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-    """ResNet with basic or bottleneck blocks; `cifar_stem` swaps the ImageNet stem for a 3x3/1 conv."""
+    """ResNet with basic or bottleneck blocks; `cifar_stem` swaps the ImageNet stem for a 3x3/1 conv;
+    `groups` / `width_per_group` make the bottlenecks ResNeXt's (an operator takes the group conv through its
+    `groups` argument: DO-GConv for doconv)."""
 
     def __init__(
         self,
@@ -66,6 +72,8 @@ class ResNet(nn.Module):
         *,
         bottleneck: bool = False,
         cifar_stem: bool = False,
+        groups: int = 1,
+        width_per_group: int = 64,
         name: str = "resnet",
         conv: str | ConvBuilder = "conv",
         conv_kwargs: dict[str, Any] | None = None,
@@ -98,7 +106,7 @@ class ResNet(nn.Module):
                 stride = 2 if i > 0 and j == 0 else 1
                 if bottleneck:
                     stage.append(Bottleneck(in_ch, planes, stride, conv_layer=conv_layer, norm_layer=norm_layer,
-                                            act_layer=act_layer))
+                                            act_layer=act_layer, groups=groups, base_width=width_per_group))
                     in_ch = planes * Bottleneck.expansion
                 else:
                     stage.append(BasicBlock(in_ch, planes, stride, shortcut="B", conv_layer=conv_layer,
@@ -128,3 +136,7 @@ for _name, _layers, _bottleneck in (
         _name, input_size=(3, 224, 224), num_classes=1000, tags=("imagenet", "resnet"),
         description=f"{_name.replace('resnet', 'ResNet-')} (ImageNet layout, torchvision's counts)",
     )(functools.partial(ResNet, _layers, bottleneck=_bottleneck, name=_name))
+register_model(
+    "resnext50_32x4d", input_size=(3, 224, 224), num_classes=1000, tags=("imagenet", "resnet"),
+    description="ResNeXt-50 32x4d (ImageNet layout, torchvision's counts: 25.03 M); DO-Conv's DO-GConv backbone",
+)(functools.partial(ResNet, (3, 4, 6, 3), bottleneck=True, groups=32, width_per_group=4, name="resnext50_32x4d"))
