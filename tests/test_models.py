@@ -74,3 +74,12 @@ def test_resnext50_counts_and_its_group_conv_takes_any_operator() -> None:
     grouped = doconv.layer1[0].conv2
     assert type(grouped).__name__ == "DOConv2d" and grouped.groups == 32  # DO-GConv
     assert (grouped.in_channels, grouped.out_channels) == (128, 128)
+
+
+def test_mobilenet_v3_large_counts() -> None:
+    with torch.device("meta"):
+        model = fc.create_model("mobilenet_v3_large", num_classes=1000)
+    assert fc.count_params(model) == 5_483_032  # torchvision's
+    assert abs(fc.profile(model, (3, 224, 224)).macs / 217e6 - 1) < 0.01  # the usual 217 M MACs (MAdds)
+    depthwise = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups == m.in_channels > 1]
+    assert len(depthwise) == 15 and sum(m.kernel_size == (5, 5) for m in depthwise) == 6

@@ -6,6 +6,7 @@ from .igc import IGCV3, IGCV2Block, IGCV2Mobilenet, IGCV3Block, XceptionBlock
 from .igc8 import EightLayerNet
 from .layers import ConvFactory, ConvNormAct, scale_width
 from .mobilenet import MobileNetV1, MobileNetV2
+from .mobilenet_v3 import MobileNetV3
 from .preact_resnet import PreActResNet
 from .resnet import ResNet
 from .vgg import VGG
@@ -24,6 +25,7 @@ __all__ = [
     "IGCV3Block",
     "MobileNetV1",
     "MobileNetV2",
+    "MobileNetV3",
     "PreActResNet",
     "ResNet",
     "XceptionBlock",
