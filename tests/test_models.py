@@ -83,3 +83,13 @@ def test_mobilenet_v3_large_counts() -> None:
     assert abs(fc.profile(model, (3, 224, 224)).macs / 217e6 - 1) < 0.01  # the usual 217 M MACs (MAdds)
     depthwise = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups == m.in_channels > 1]
     assert len(depthwise) == 15 and sum(m.kernel_size == (5, 5) for m in depthwise) == 6
+
+
+def test_resnet164_v1_bottleneck_counts() -> None:
+    with torch.device("meta"):
+        model = fc.create_model("resnet164")
+    assert round(fc.count_params(model) / 1e6, 2) == 1.70  # He et al.: 1.7 M
+    assert sum(isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3) for m in model.modules()) == 1 + 54
+    assert model.fc.in_features == 256
+    with pytest.raises(ValueError, match=r"depth must be 9n\+2"):
+        fc.models.CifarResNet(32, bottleneck=True)

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from ..registry import ConvBuilder, register_model
 from .layers import ConvFactory, ZeroPadShortcut, check_choice, check_positive, default_act, init_weights, scale_width
 
-__all__ = ["BasicBlock", "CifarResNet"]
+__all__ = ["BasicBlock", "BottleneckBlock", "CifarResNet"]
 
 SHORTCUTS = ("A", "B", "conv")
 
@@ -74,8 +74,44 @@ class BasicBlock(nn.Module):
         return self.act2(out)
 
 
+class BottleneckBlock(nn.Module):
+    """conv1x1-BN-act, conv3x3(stride)-BN-act, conv1x1 (×4)-BN plus shortcut, then act (He et al.'s v1)."""
+
+    expansion = 4
+
+    def __init__(
+        self,
+        in_ch: int,
+        planes: int,
+        stride: int = 1,
+        *,
+        shortcut: str = "B",
+        conv_layer: Callable[..., nn.Module],
+        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+        act_layer: Callable[[], nn.Module] = default_act,
+    ) -> None:
+        super().__init__()
+        out_ch = planes * self.expansion
+        self.conv1 = conv_layer(in_ch, planes, 1)
+        self.bn1 = norm_layer(planes)
+        self.act1 = act_layer()
+        self.conv2 = conv_layer(planes, planes, 3, stride=stride)
+        self.bn2 = norm_layer(planes)
+        self.act2 = act_layer()
+        self.conv3 = conv_layer(planes, out_ch, 1)
+        self.bn3 = norm_layer(out_ch)
+        self.shortcut = make_shortcut(in_ch, out_ch, stride, shortcut, conv_layer, norm_layer)
+        self.act3 = act_layer()
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.act1(self.bn1(self.conv1(x)))
+        out = self.act2(self.bn2(self.conv2(out)))
+        return self.act3(self.bn3(self.conv3(out)) + self.shortcut(x))
+
+
 class CifarResNet(nn.Module):
-    """He et al. CIFAR ResNet of depth 6n+2 with the width multiplier, shortcut and stem options above."""
+    """He et al. CIFAR ResNet of depth 6n+2 (basic blocks) or 9n+2 (`bottleneck`, ResNet-164: outputs 4x the
+    widths) with the width multiplier, shortcut and stem options above."""
 
     def __init__(
         self,
@@ -90,6 +126,7 @@ class CifarResNet(nn.Module):
         stem_stride: int = 1,
         replace_stem: bool | None = None,
         skip: bool = True,
+        bottleneck: bool = False,
         stem_channels: int | None = None,
         stage_conv_kwargs: tuple[dict[str, Any], ...] | None = None,
         norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
@@ -97,8 +134,11 @@ class CifarResNet(nn.Module):
     ) -> None:
         super().__init__()
         name = f"resnet{depth}" if skip else f"plain{depth}"
-        if (depth - 2) % 6 or depth < 8:
-            raise ValueError(f"CifarResNet: depth must be 6n+2 with n >= 1, got {depth}")
+        per_block = 9 if bottleneck else 6
+        if (depth - 2) % per_block or depth < per_block + 2:
+            raise ValueError(f"CifarResNet: depth must be {per_block}n+2 with n >= 1, got {depth}")
+        if bottleneck and not skip:
+            raise ValueError(f"{name}: a bottleneck network has skips")
         check_positive(name, "width", width)
         check_positive(name, "num_classes", num_classes, int)
         check_positive(name, "in_chans", in_chans, int)
@@ -106,7 +146,7 @@ class CifarResNet(nn.Module):
         check_choice(name, "shortcut", shortcut, SHORTCUTS)
         if not skip and shortcut != "A":
             raise ValueError(f"{name}: shortcut has no meaning in a plain net (no skips), got {shortcut!r}")
-        blocks = (depth - 2) // 6
+        blocks = (depth - 2) // per_block
         widths = [scale_width(16, width) * m for m in (1, 2, 4)]
         conv_layer = ConvFactory(conv, conv_kwargs, replace_stem)
         stem = widths[0] if stem_channels is None else stem_channels
@@ -123,9 +163,14 @@ class CifarResNet(nn.Module):
             layers = []
             for j in range(blocks):
                 stride = 2 if i > 0 and j == 0 else 1
-                layers.append(BasicBlock(in_ch, out_ch, stride, shortcut=shortcut if skip else None,
-                                         conv_layer=conv_layer, norm_layer=norm_layer, act_layer=act_layer))
-                in_ch = out_ch
+                if bottleneck:
+                    layers.append(BottleneckBlock(in_ch, out_ch, stride, shortcut=shortcut, conv_layer=conv_layer,
+                                                  norm_layer=norm_layer, act_layer=act_layer))
+                    in_ch = out_ch * BottleneckBlock.expansion
+                else:
+                    layers.append(BasicBlock(in_ch, out_ch, stride, shortcut=shortcut if skip else None,
+                                             conv_layer=conv_layer, norm_layer=norm_layer, act_layer=act_layer))
+                    in_ch = out_ch
             self.add_module(f"layer{i + 1}", nn.Sequential(*layers))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten(1)
@@ -150,4 +195,9 @@ for _depth in (20, 32, 44, 56, 74, 110):
 register_model("plain20", tags=("cifar", "plain"),
                description="Plain-20: ResNet-20 without skip connections (DO-Conv paper, Table 1)")(
     functools.partial(CifarResNet, depth=20, skip=False)
+)
+register_model("resnet164", tags=("cifar", "resnet"),
+               description="CIFAR ResNet-164 v1 (He et al.; DO-Conv's Table 1): 3 stages of 18 bottlenecks, widths "
+                           "16/32/64 x4, 1x1+BN projections")(
+    functools.partial(CifarResNet, depth=164, bottleneck=True, shortcut="B")
 )
