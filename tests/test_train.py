@@ -240,3 +240,29 @@ def test_missing_data_is_one_clear_error(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err.strip()
     assert err.startswith("factorconv train: error: cifar10: not found in") and "Traceback" not in err
     assert len(err.splitlines()) == 1
+
+
+def test_transfer_from_a_run_to_held_out_classes_training_only_a_part(tmp_path: Path) -> None:
+    """ACDC's adaptation setting: train on classes 0-4, then start from that run on classes 5-9 with only the
+    coefficients (or the head, the BatchNorms) trained; everything else stays exactly as loaded."""
+    tiny = {"train_subset": 256, "test_subset": 128, "steps": 6, "conv": "acdc", "conv_kwargs": {"atoms": 4}}
+    source = small(tmp_path, "source", classes=[0, 1, 2, 3, 4], **tiny)
+    fit(source)
+    before = load_checkpoint(source.run_dir)["model"]
+    for part, changed in (("coefficients", ".coefficients"), ("head", "fc."), ("bn", "bn")):
+        cfg = small(tmp_path, part, classes=[5, 6, 7, 8, 9], init_from=source.run_dir, train_only=part, **tiny)
+        result = fit(cfg)
+        after = load_checkpoint(cfg.run_dir)["model"]
+        for name, value in after.items():
+            if name.startswith("fc.") and part != "head":
+                continue  # a fresh classifier for the new classes (and not trained unless it is the part)
+            if "running_" in name or "num_batches" in name:
+                continue  # BatchNorm statistics follow the new data in training mode
+            moved = not torch.equal(value, before[name])
+            assert moved == (changed in name), (part, name)
+        assert 0 < result["trained_params"] < result["profile"]["params"]
+        assert result["test_acc"] is not None
+    with pytest.raises(ValueError, match="the model has no atoms to train"):
+        fit(small(tmp_path, "plain", train_only="atoms", steps=1))
+    with pytest.raises(ValueError, match=r"classes must be distinct class indices in \[0, 10\)"):
+        fit(small(tmp_path, "bad", classes=[3, 3]))

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["DatasetError", "ImageSet", "file_md5"]
+__all__ = ["DatasetError", "ImageSet", "file_md5", "select_classes"]
 
 
 class DatasetError(RuntimeError):
@@ -79,6 +79,20 @@ class ImageSet:
             raise ValueError(f"subset size must be positive, got {count}")
         idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:count].sort().values
         return ImageSet(self.images[idx], self.labels[idx], self.classes, self.name, self.source)
+
+
+def select_classes(images: ImageSet, classes: list[int]) -> ImageSet:
+    """Only the images of `classes` (indices into images.classes), relabelled 0..len(classes)-1 in that order:
+    a transfer task on held-out classes."""
+    if not classes or len(set(classes)) != len(classes) or any(
+            isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < images.num_classes for c in classes):
+        raise ValueError(f"{images.name}: classes must be distinct class indices in [0, {images.num_classes}), "
+                         f"got {classes!r}")
+    keep = torch.isin(images.labels, torch.tensor(classes))
+    relabel = torch.full((images.num_classes,), -1, dtype=torch.long)
+    relabel[torch.tensor(classes)] = torch.arange(len(classes))
+    return ImageSet(images.images[keep], relabel[images.labels[keep]], [images.classes[c] for c in classes],
+                    images.name, images.source)
 
 
 def file_md5(path: str | Path | bytes) -> str:

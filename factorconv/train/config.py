@@ -20,6 +20,9 @@ SCHEDULES = ("constant", "step", "multistep", "cosine", "onecycle")
 _AMP = ("auto", "native", "off", "bf16", "fp16")
 _PROGRESS = ("auto", "bar", "plain", "off")
 _DEVICES = ("auto", "cpu", "cuda")
+# which parameters a run trains (the rest stay as initialised, or as `init_from` left them): ACDC's
+# adaptation experiments fine-tune only its atoms, its coefficients, the BatchNorms or the classifier
+TRAIN_ONLY = ("all", "atoms", "coefficients", "bn", "head")
 
 
 @dataclass
@@ -36,6 +39,7 @@ class TrainConfig:
     download: bool = False
     data_verify: bool = True
     image_size: int | None = None
+    classes: list[int] | None = None
     train_subset: int | None = None
     test_subset: int | None = None
     augment_pad: int = 4
@@ -56,6 +60,8 @@ class TrainConfig:
     onecycle_pct: float = 0.25
     label_smoothing: float = 0.0
     grad_clip: float | None = None
+    init_from: str | None = None
+    train_only: str = "all"
     # execution
     seed: int = 0
     deterministic: bool = False
@@ -84,7 +90,7 @@ class TrainConfig:
                 raise bad(f.name, expected)
 
         for name, choices in (("schedule", SCHEDULES), ("amp", _AMP), ("progress", _PROGRESS),
-                              ("device", _DEVICES)):
+                              ("device", _DEVICES), ("train_only", TRAIN_ONLY)):
             if getattr(self, name) not in choices:
                 raise bad(name, f"one of {', '.join(choices)}")
         for name in ("batch_size", "log_every"):

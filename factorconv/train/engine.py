@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..accounting import check_memory, count_params, profile
 from ..data import Augment, DatasetError, ImageSet, TensorLoader, load_dataset
+from ..data.base import select_classes
 from ..registry import create_model
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig, apply_overrides, load_config_file
@@ -37,6 +38,7 @@ from .progress import Progress
 from .rundir import RunDir, RunDirError, environment
 from .schedule import lr_at
 from .state import TrainState
+from .transfer import load_initial_weights, select_trainable
 
 __all__ = [
     "RESUME_SAFE_FIELDS",
@@ -287,6 +289,8 @@ class Trainer:
             self._check_resume(saved["config"])
 
         train_set, test_set = self._load_data(ctx)
+        if cfg.classes is not None:  # a transfer task on some of the classes
+            train_set, test_set = select_classes(train_set, cfg.classes), select_classes(test_set, cfg.classes)
         mean, std = (saved["mean"], saved["std"]) if saved else train_set.mean_std()
         train_set = train_set.subset(cfg.train_subset, cfg.seed)
         test_set = test_set.subset(cfg.test_subset, TEST_SUBSET_SEED)
@@ -322,10 +326,16 @@ class Trainer:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         net = _unwrap(model)
         self.hooks = [m for m in net.modules() if callable(getattr(m, "after_optimizer_step", None))]
+        self.init_note = ""
+        if cfg.init_from and saved is None:
+            copied, fresh = load_initial_weights(net, cfg.init_from)
+            self.init_note = f"{copied} tensors from {cfg.init_from}" + (f", {len(fresh)} new" if fresh else "")
+        trainable = select_trainable(net, cfg.train_only)
+        self.trained_params = sum(p.numel() for p in trainable)
         if ctx.distributed:
             model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         self.wrapped = model  # what the steps run: the model, or its DDP wrapper
-        self.opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+        self.opt = torch.optim.SGD(trainable, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                    weight_decay=cfg.weight_decay)
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
 
@@ -360,7 +370,10 @@ class Trainer:
                 f"{steps_per_epoch} steps/epoch, {total} steps, batch {cfg.batch_size}"
                 f"{f' on {ctx.world_size} ranks' if ctx.distributed else ''}, {device}"
                 f"{', channels_last' if channels_last else ''}{f', amp {amp}' if amp else ''}) "
-                f"-> {self.run.path}" + (f" (resumed at step {self.state.step})" if saved else ""))
+                f"-> {self.run.path}" + (f" (resumed at step {self.state.step})" if saved else "")
+                + (f"; initialised with {self.init_note}" if self.init_note else "")
+                + (f"; training only {cfg.train_only} ({self.trained_params:,} parameters)"
+                   if cfg.train_only != "all" else ""))
         model.train()
 
     def train_epoch(self) -> None:
@@ -502,7 +515,7 @@ class Trainer:
             "amp": str(self.amp) if self.amp else None, "channels_last": self.channels_last,
             "profile": {k: getattr(prof, k) for k in ("params", "param_bits", "buffers", "macs", "deploy_params",
                                                       "deploy_macs", "size_bytes")},
-            "config": cfg.to_dict(), "environment": environment(),
+            "trained_params": self.trained_params, "config": cfg.to_dict(), "environment": environment(),
         }
 
     def _diverged(self, message: str) -> DivergedError:
@@ -556,6 +569,8 @@ def load_trained(
     if data_dir is not None:
         cfg.data_dir = data_dir
     test = load_dataset(cfg.data, "test", cfg.data_dir, False, cfg.data_verify, cfg.image_size)
+    if cfg.classes is not None:
+        test = select_classes(test, cfg.classes)
     test = test.subset(cfg.test_subset, TEST_SUBSET_SEED)
     model = build_model(cfg, test.num_classes, test.channels)
     try:
