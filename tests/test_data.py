@@ -398,3 +398,18 @@ def test_image_set_validates() -> None:
         ImageSet(torch.zeros(6, 1, 2, 2, dtype=torch.uint8), torch.arange(6), ["a", "b", "c"])
     with pytest.raises(DatasetError, match=r"images must be uint8"):
         ImageSet(torch.zeros(6, 1, 2, 2), torch.zeros(6), ["a"])
+
+
+def test_cutout_zeroes_one_square_and_leaves_the_crops_and_flips_alone() -> None:
+    from factorconv.data import Augment, ImageSet, TensorLoader
+
+    images = ImageSet(torch.full((8, 1, 12, 12), 200, dtype=torch.uint8), torch.zeros(8, dtype=torch.long), ["a"])
+    plain = TensorLoader(images, 8, shuffle=True, augment=Augment(2, True), mean=[0.0], std=[1.0], seed=3)
+    cut = TensorLoader(images, 8, shuffle=True, augment=Augment(2, True, 4), mean=[0.0], std=[1.0], seed=3)
+    (a, _), (b, _) = next(plain.epoch(0)), next(cut.epoch(0))
+    differs = a != b
+    assert torch.equal(b[~differs], a[~differs]) and bool((b[differs] == 0).all())  # only zeroed pixels differ
+    per_image = differs.flatten(1).sum(1)
+    assert bool((per_image <= 16).all()) and bool((per_image > 0).any())  # at most a 4x4 square each
+    with pytest.raises(ValueError, match="cutout must be >= 0"):
+        Augment(0, False, -1)

@@ -9,7 +9,8 @@ from factorconv.models.igc import CIFAR_NETS
 from factorconv.models.layers import ZeroPadShortcut, scale_width
 
 # The interleaved-group-conv CIFAR networks take the absolute first-stage width: a small one is 16.
-SMALL_WIDTH = dict.fromkeys(CIFAR_NETS, 16) | {"xception8": 8, "igcv2_8": 16}  # the 8-layer nets: C
+SMALL_WIDTH = dict.fromkeys(CIFAR_NETS, 16) | {"xception8": 8, "igcv2_8": 16, "darts_cifar": 8, "darts_imagenet": 8}
+MATRIX_OPTIONS = {"darts_cifar": {"cells": 5}, "darts_imagenet": {"cells": 5}}  # a reduction cell and an aux head
 
 # Pairs that cannot be built, and why: the test asserts they fail with a ValueError that says so.
 INCOMPATIBLE = {
@@ -25,12 +26,13 @@ def test_every_model_with_every_conv(name: str, conv: str) -> None:
         with pytest.raises(ValueError, match=INCOMPATIBLE[name, conv]):
             fc.create_model(name, conv=conv, width=0.25)
         return
-    model = fc.create_model(name, conv=conv, width=SMALL_WIDTH.get(name, 0.25), num_classes=7, in_chans=2)
+    model = fc.create_model(name, conv=conv, width=SMALL_WIDTH.get(name, 0.25), num_classes=7, in_chans=2,
+                            **MATRIX_OPTIONS.get(name, {}))
     x = torch.randn(2, 2, 16, 16)
     out = model(x)
-    assert out.shape == (2, 7)
-    assert torch.isfinite(out).all()
-    out.square().mean().backward()
+    outs = out if isinstance(out, tuple) else (out,)  # (logits, auxiliary logits) in training
+    assert all(o.shape == (2, 7) and torch.isfinite(o).all() for o in outs)
+    sum(o.square().mean() for o in outs).backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None]
     assert not missing, missing
     with torch.no_grad():  # non-trivial BatchNorm statistics, inside operators too
@@ -93,3 +95,22 @@ def test_resnet164_v1_bottleneck_counts() -> None:
     assert model.fc.in_features == 256
     with pytest.raises(ValueError, match=r"depth must be 9n\+2"):
         fc.models.CifarResNet(32, bottleneck=True)
+
+
+# The optimized-separable paper's Tables 3 (CIFAR-10) and 5 (ImageNet): (model, conv, C) -> (params M, GFLOPs)
+DARTS_ROWS = {("darts_cifar", "dsep", 36, 10): (3.35, 0.528), ("darts_cifar", "osep", 42, 10): (3.25, 0.572),
+              ("darts_imagenet", "dsep", 48, 1000): (4.72, 0.530), ("darts_imagenet", "osep", 56, 1000): (4.50, 0.554)}
+
+
+@pytest.mark.parametrize("key", sorted(DARTS_ROWS))
+def test_darts_and_o_darts_counts(key: tuple) -> None:
+    """Counted as DARTS counts: without the auxiliary head (training only); MACs at 32 / 224."""
+    name, conv, c, classes = key
+    with torch.device("meta"):
+        model = fc.create_model(name, conv=conv, width=c, num_classes=classes).eval()
+    params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("auxiliary"))
+    macs = fc.profile(model, (3, 32, 32) if name == "darts_cifar" else (3, 224, 224)).macs
+    p, f = DARTS_ROWS[key]
+    assert abs(params / 1e6 / p - 1) < 0.003 and abs(macs / 1e9 / f - 1) < 0.003
+    if key == ("darts_cifar", "dsep", 36, 10):
+        assert params == 3_349_342  # DARTS's own log: "param size = 3.349342MB"

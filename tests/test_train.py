@@ -266,3 +266,13 @@ def test_transfer_from_a_run_to_held_out_classes_training_only_a_part(tmp_path: 
         fit(small(tmp_path, "plain", train_only="atoms", steps=1))
     with pytest.raises(ValueError, match=r"classes must be distinct class indices in \[0, 10\)"):
         fit(small(tmp_path, "bad", classes=[3, 3]))
+
+
+def test_darts_trains_with_its_auxiliary_loss_and_cutout(tmp_path: Path) -> None:
+    darts = {"model": "darts_cifar", "conv": "dsep", "width": 8, "model_kwargs": {"cells": 3, "drop_path": 0.2},
+             "train_subset": 64, "test_subset": 32, "steps": 2, "batch_size": 16, "cutout": 8}
+    with_aux = fit(small(tmp_path, "aux", aux_weight=0.4, **darts))
+    without = fit(small(tmp_path, "none", aux_weight=0.0, **darts))
+    # the same first batch and weights: the first loss differs by the weighted auxiliary term only
+    assert with_aux["loss_trace"][0] > without["loss_trace"][0]
+    assert with_aux["test_acc"] is not None  # evaluation runs the network without its head

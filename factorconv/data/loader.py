@@ -24,18 +24,23 @@ __all__ = ["Augment", "TensorLoader"]
 
 @dataclass(frozen=True)
 class Augment:
-    """Random crop after zero-padding by `pad` pixels (0: none) and random horizontal flip."""
+    """Random crop after zero-padding by `pad` pixels (0: none), random horizontal flip, and cutout (DeVries &
+    Taylor; DARTS's evaluation recipe): a `cutout`×`cutout` square (0: none) at a random centre, clipped to the
+    image, set to zero after normalisation."""
 
     pad: int = 0
     flip: bool = False
+    cutout: int = 0
 
     def __post_init__(self) -> None:
         if self.pad < 0:
             raise ValueError(f"Augment: pad must be >= 0, got {self.pad}")
+        if self.cutout < 0:
+            raise ValueError(f"Augment: cutout must be >= 0, got {self.cutout}")
 
     @property
     def active(self) -> bool:
-        return self.pad > 0 or self.flip
+        return self.pad > 0 or self.flip or self.cutout > 0
 
 
 def _mix(*parts: int) -> int:
@@ -124,23 +129,41 @@ class TensorLoader:
         order = self.permutation(epoch)
         for index in range(start, len(self)):
             batch = self.global_batch(epoch, index, order)
-            shifts, flips = self._draw(epoch, index, len(batch))
+            shifts, flips, centres = self._draw(epoch, index, len(batch))
             mine = slice(self.rank, None, self.world_size)
             idx = batch[mine]
-            yield self.transform(self.images[idx], shifts[mine] if shifts is not None else None,
-                                 flips[mine] if flips is not None else None), self.labels[idx]
+            x = self.transform(self.images[idx], shifts[mine] if shifts is not None else None,
+                               flips[mine] if flips is not None else None)
+            yield (x if centres is None else self._cut(x, centres[mine])), self.labels[idx]
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         return self.epoch(0)
 
-    def _draw(self, epoch: int, index: int, count: int) -> tuple[Tensor | None, Tensor | None]:
+    def _draw(self, epoch: int, index: int, count: int) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         if not (self.shuffle and self.augment.active):
-            return None, None
+            return None, None, None
         gen = torch.Generator().manual_seed(_mix(self.seed, epoch, index, 1))
         pad = self.augment.pad
         shifts = torch.randint(0, 2 * pad + 1, (count, 2), generator=gen) if pad else None
         flips = torch.rand(count, generator=gen) < 0.5 if self.augment.flip else None
-        return shifts, flips
+        centres = None
+        if self.augment.cutout:  # a stream of its own: crops and flips are the same with or without cutout
+            h, w = self.images.shape[-2:]
+            cut = torch.Generator().manual_seed(_mix(self.seed, epoch, index, 2))
+            centres = torch.stack([torch.randint(0, h, (count,), generator=cut),
+                                   torch.randint(0, w, (count,), generator=cut)], 1)
+        return shifts, flips, centres
+
+    def _cut(self, x: Tensor, centres: Tensor) -> Tensor:
+        half = self.augment.cutout // 2
+        h, w = x.shape[-2:]
+        centres = centres.to(x.device)
+        rows = torch.arange(h, device=x.device)[None, :]
+        cols = torch.arange(w, device=x.device)[None, :]
+        inside_r = (rows >= centres[:, :1] - half) & (rows < centres[:, :1] - half + self.augment.cutout)
+        inside_c = (cols >= centres[:, 1:] - half) & (cols < centres[:, 1:] - half + self.augment.cutout)
+        keep = ~(inside_r[:, :, None] & inside_c[:, None, :])
+        return x * keep[:, None].to(x.dtype)
 
     def transform(self, images: Tensor, shifts: Tensor | None, flips: Tensor | None) -> Tensor:
         """Crop (by gather from the zero-padded images), flip, normalise; uint8 in, float32 out."""

@@ -1,6 +1,7 @@
 """Backbones, one family per module; importing this package registers them all."""
 
 from .cifar_resnet import BasicBlock, CifarResNet
+from .darts import DartsNetwork
 from .densenet import DenseNet
 from .igc import IGCV3, IGCV2Block, IGCV2Mobilenet, IGCV3Block, XceptionBlock
 from .igc8 import EightLayerNet
@@ -18,6 +19,7 @@ __all__ = [
     "CifarResNet",
     "ConvFactory",
     "ConvNormAct",
+    "DartsNetwork",
     "DenseNet",
     "EightLayerNet",
     "IGCV2Block",

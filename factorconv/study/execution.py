@@ -57,6 +57,12 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def _config_defaults() -> dict[str, Any]:
+    from ..train import TrainConfig
+
+    return TrainConfig().to_dict()
+
+
 def _computing(cfg: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in cfg.items() if k not in BOOKKEEPING}
 
@@ -70,7 +76,10 @@ def finished_result(config: dict[str, Any]) -> dict[str, Any] | None:
     if done is None or done.get("status") not in ("done", "diverged"):
         return None
     saved, wanted = _computing(done.get("config", {})), _computing(config)
-    changed = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
+    # a field added to TrainConfig after the run was saved holds its default there (what that run computed)
+    defaults = _config_defaults()
+    changed = sorted(k for k in saved.keys() | wanted.keys()
+                     if saved.get(k, defaults.get(k)) != wanted.get(k, defaults.get(k)))
     if changed:
         raise StudyError(f"{run} holds a finished run with different settings ({', '.join(changed)}); use another "
                          "--out for a different study, or delete that run to retrain it")

@@ -44,6 +44,7 @@ class TrainConfig:
     test_subset: int | None = None
     augment_pad: int = 4
     augment_flip: bool = True
+    cutout: int = 0
     # optimisation
     epochs: float = 200
     steps: int | None = None
@@ -60,6 +61,7 @@ class TrainConfig:
     onecycle_pct: float = 0.25
     label_smoothing: float = 0.0
     grad_clip: float | None = None
+    aux_weight: float = 0.4
     init_from: str | None = None
     train_only: str = "all"
     # execution
@@ -124,6 +126,10 @@ class TrainConfig:
             raise bad("milestones", "an increasing list of numbers")
         if not 0 < self.onecycle_pct < 1:
             raise bad("onecycle_pct", "a number in (0, 1)")
+        if not isinstance(self.cutout, int) or self.cutout < 0:
+            raise bad("cutout", "an integer >= 0 (the side of the square cut out; 0: none)")
+        if not self.aux_weight >= 0:
+            raise bad("aux_weight", "a number >= 0")
         if self.augment_pad < 0:
             raise bad("augment_pad", "an integer >= 0")
         if self.seed < 0:

@@ -301,7 +301,8 @@ class Trainer:
                                                                                   amp is not None)
         self.channels_last = channels_last
         self.train_loader = TensorLoader(train_set, cfg.batch_size, shuffle=True,
-                                         augment=Augment(cfg.augment_pad, cfg.augment_flip), mean=mean, std=std,
+                                         augment=Augment(cfg.augment_pad, cfg.augment_flip, cfg.cutout),
+                                         mean=mean, std=std,
                                          seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size, device=device,
                                          channels_last=channels_last)
         eval_batch = max(cfg.batch_size, 256) // ctx.world_size * ctx.world_size
@@ -400,7 +401,12 @@ class Trainer:
             group["lr"] = lr
         with _autocast(self.device, self.amp):
             out = self.wrapped(x)
+            aux = None
+            if isinstance(out, tuple):  # a model with an auxiliary head in training (DARTS): (logits, aux)
+                out, aux = out
             loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
+            if aux is not None:
+                loss = loss + cfg.aux_weight * F.cross_entropy(aux.float(), y, label_smoothing=cfg.label_smoothing)
         stats = torch.stack([loss.detach().double() * len(y), (out.argmax(1) == y).sum().double(),
                              torch.tensor(len(y), dtype=torch.float64, device=self.device),
                              (~torch.isfinite(loss.detach())).double()])
