@@ -329,6 +329,14 @@ def test_adding_an_operator_to_a_study_trains_only_it(tmp_path: Path) -> None:
     assert config["model_kwargs"] == {"shortcut": "conv"} and config["threads"] == 1
     with pytest.raises(StudyError, match="model_kwargs"):  # the same operator with other backbone options
         run_study(spec(convs=["osep"], model_kwargs={"osep": {"shortcut": "B"}}), out, measure_latency=False)
+    # a run saved before a config field existed (here: cutout, aux_weight) is the same run at that default
+    result_path = run_dir_of(out, "conv", conv_width, 0) / "result.json"
+    saved = json.loads(result_path.read_text())
+    for key in ("cutout", "aux_weight", "train_only", "classes", "init_from"):
+        saved["config"].pop(key)
+    result_path.write_text(json.dumps(saved))
+    run_study(spec(convs=["conv"]), out, measure_latency=False)
+    assert (run_dir_of(out, "conv", conv_width, 0) / "checkpoint.pt").stat().st_mtime_ns == stamp
 
 
 def test_the_longest_known_runs_start_first() -> None:
