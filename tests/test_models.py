@@ -16,6 +16,8 @@ MATRIX_OPTIONS = {"darts_cifar": {"cells": 5}, "darts_imagenet": {"cells": 5}}  
 INCOMPATIBLE = {
     ("densenet40", "dw"): "multiple of in_channels",  # dense layers output growth (12) < input channels
     ("resnext50_32x4d", "dw"): "groups must be 1 or in_channels",  # a 32-group conv is not depthwise
+    ("deeplabv3_resnet50", "dw"): "multiple of in_channels",  # ASPP's atrous convs narrow 2048 -> 256
+    ("deeplabv3_resnet101", "dw"): "multiple of in_channels",
 }
 
 
@@ -31,7 +33,8 @@ def test_every_model_with_every_conv(name: str, conv: str) -> None:
     x = torch.randn(2, 2, 16, 16)
     out = model(x)
     outs = out if isinstance(out, tuple) else (out,)  # (logits, auxiliary logits) in training
-    assert all(o.shape == (2, 7) and torch.isfinite(o).all() for o in outs)
+    shape = (2, 7, 16, 16) if getattr(model, "task", "") == "segmentation" else (2, 7)  # per-pixel logits
+    assert all(o.shape == shape and torch.isfinite(o).all() for o in outs)
     sum(o.square().mean() for o in outs).backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None]
     assert not missing, missing
@@ -114,3 +117,21 @@ def test_darts_and_o_darts_counts(key: tuple) -> None:
     assert abs(params / 1e6 / p - 1) < 0.003 and abs(macs / 1e9 / f - 1) < 0.003
     if key == ("darts_cifar", "dsep", 36, 10):
         assert params == 3_349_342  # DARTS's own log: "param size = 3.349342MB"
+
+
+def test_deeplabv3_counts_strides_and_scoped_conversion() -> None:
+    with torch.device("meta"):
+        r50 = fc.create_model("deeplabv3_resnet50", num_classes=21)
+        r101 = fc.create_model("deeplabv3_resnet101", num_classes=21)
+    # torchvision's 42,004,074 and 60,996,202 less the auxiliary FCN head (2,365,205)
+    assert fc.count_params(r50) == 39_638_869 and fc.count_params(r101) == 58_630_997
+    x = torch.randn(1, 3, 64, 64)
+    for stride in (8, 16):
+        model = fc.create_model("deeplabv3_resnet50", width=0.125, num_classes=3, output_stride=stride).eval()
+        b = model.backbone
+        features = b.layer4(b.layer3(b.layer2(b.layer1(b.maxpool(b.act1(b.bn1(b.conv1(x))))))))
+        assert features.shape[-1] == 64 // stride and model(x).shape == (1, 3, 64, 64)
+    model = fc.create_model("deeplabv3_resnet50", width=0.125, num_classes=3)
+    fc.convert(model, "doconv", include="head.*")  # DO-Conv in the head only (Table 4's stages)
+    kinds = {n.split(".")[0]: type(m).__name__ for n, m in model.named_modules() if type(m).__name__ == "DOConv2d"}
+    assert set(kinds) == {"head"}

@@ -2,6 +2,7 @@
 
 from .cifar_resnet import BasicBlock, CifarResNet
 from .darts import DartsNetwork
+from .deeplab import DeepLabV3
 from .densenet import DenseNet
 from .igc import IGCV3, IGCV2Block, IGCV2Mobilenet, IGCV3Block, XceptionBlock
 from .igc8 import EightLayerNet
@@ -20,6 +21,7 @@ __all__ = [
     "ConvFactory",
     "ConvNormAct",
     "DartsNetwork",
+    "DeepLabV3",
     "DenseNet",
     "EightLayerNet",
     "IGCV2Block",

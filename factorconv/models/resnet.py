@@ -36,6 +36,7 @@ class Bottleneck(nn.Module):
         act_layer: Callable[[], nn.Module] = default_act,
         groups: int = 1,
         base_width: int = 64,
+        dilation: int = 1,
     ) -> None:
         super().__init__()
         out_ch = planes * self.expansion
@@ -43,7 +44,7 @@ class Bottleneck(nn.Module):
         self.conv1 = conv_layer(in_ch, inner, 1)
         self.bn1 = norm_layer(inner)
         self.act1 = act_layer()
-        self.conv2 = conv_layer(inner, inner, 3, stride=stride, groups=groups)
+        self.conv2 = conv_layer(inner, inner, 3, stride=stride, groups=groups, dilation=dilation)
         self.bn2 = norm_layer(inner)
         self.act2 = act_layer()
         self.conv3 = conv_layer(inner, out_ch, 1)
@@ -74,6 +75,7 @@ class ResNet(nn.Module):
         cifar_stem: bool = False,
         groups: int = 1,
         width_per_group: int = 64,
+        dilate: tuple[bool, bool, bool] = (False, False, False),
         name: str = "resnet",
         conv: str | ConvBuilder = "conv",
         conv_kwargs: dict[str, Any] | None = None,
@@ -99,14 +101,22 @@ class ResNet(nn.Module):
         self.bn1 = norm_layer(base)
         self.act1 = act_layer()
         in_ch = base
+        if len(dilate) != 3 or (any(dilate) and not bottleneck):
+            raise ValueError(f"{name}: dilate takes three booleans (stages 2-4), for bottleneck networks only")
+        dilation = 1
         for i, blocks in enumerate(layers):
             planes = base * 2**i
             stage = []
+            previous = dilation
+            stage_stride = 2 if i > 0 else 1
+            if i > 0 and dilate[i - 1]:  # a dilated stage keeps the resolution (DeepLab's output stride)
+                dilation, stage_stride = dilation * stage_stride, 1
             for j in range(blocks):
-                stride = 2 if i > 0 and j == 0 else 1
+                stride = stage_stride if j == 0 else 1
                 if bottleneck:
                     stage.append(Bottleneck(in_ch, planes, stride, conv_layer=conv_layer, norm_layer=norm_layer,
-                                            act_layer=act_layer, groups=groups, base_width=width_per_group))
+                                            act_layer=act_layer, groups=groups, base_width=width_per_group,
+                                            dilation=previous if j == 0 else dilation))
                     in_ch = planes * Bottleneck.expansion
                 else:
                     stage.append(BasicBlock(in_ch, planes, stride, shortcut="B", conv_layer=conv_layer,
