@@ -135,3 +135,27 @@ def test_deeplabv3_counts_strides_and_scoped_conversion() -> None:
     fc.convert(model, "doconv", include="head.*")  # DO-Conv in the head only (Table 4's stages)
     kinds = {n.split(".")[0]: type(m).__name__ for n, m in model.named_modules() if type(m).__name__ == "DOConv2d"}
     assert set(kinds) == {"head"}
+
+
+def test_a_narrow_resnet_with_conv_shortcuts_trains_channels_last() -> None:
+    """torch 2.13's oneDNN backward of a strided 1x1 conv on channels_last input with an odd channel count
+    corrupts the heap (7 -> 14 channels at 28x28: the shortcut projections of ResNet-20 at width 0.4375);
+    the standard conv runs it as a stride-1 conv on the subsampled input. In a subprocess: the bug aborts."""
+    import subprocess
+    import sys
+
+    script = (
+        "import torch, factorconv as fc\n"
+        "torch.set_num_threads(1)\n"
+        "m = fc.create_model('resnet20', width=0.4375, shortcut='conv', in_chans=1)"
+        ".to(memory_format=torch.channels_last)\n"
+        "for _ in range(3):\n"
+        "    x = torch.randn(32, 1, 28, 28).contiguous(memory_format=torch.channels_last)\n"
+        "    m(x).square().mean().backward()\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-500:]
+    conv = fc.create_conv2d(7, 14, 1, stride=2).double()
+    x = torch.randn(2, 7, 9, 9, dtype=torch.float64)
+    assert conv.subsample and torch.allclose(conv(x), torch.nn.functional.conv2d(x, conv.weight, None, 2), atol=1e-12)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..registry import ConvBuilder, register_model
+from ..registry import ConvBuilder, create_conv2d, register_model
 from .layers import ConvFactory, check_positive
 
 __all__ = ["DARTS_V2", "DartsNetwork", "Genotype"]
@@ -46,8 +46,9 @@ class FactorizedReduce(nn.Module):
     def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__()
         self.relu = nn.ReLU(inplace=False)
-        self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
-        self.conv_2 = nn.Conv2d(c_in, c_out - c_out // 2, 1, stride=2, bias=False)
+        # standard convs from the registry: their strided 1x1 runs around a oneDNN bug (ops/baselines.py)
+        self.conv_1 = create_conv2d(c_in, c_out // 2, 1, stride=2)
+        self.conv_2 = create_conv2d(c_in, c_out - c_out // 2, 1, stride=2)
         self.bn = nn.BatchNorm2d(c_out)
 
     def forward(self, x: Tensor) -> Tensor:
