@@ -11,7 +11,7 @@ def test_lists() -> None:
     assert {"conv", "dw", "dsep", "ssep"} <= set(fc.list_convs())
     models = fc.list_models("resnet*")
     assert models.index("resnet20") < models.index("resnet32") < models.index("resnet110")  # natural order
-    assert fc.list_models("resnet1*") == ["resnet18", "resnet18_cifar", "resnet110"]
+    assert fc.list_models("resnet1*") == ["resnet18", "resnet18_cifar", "resnet110", "resnet164"]
 
 
 def test_duplicate_names_raise() -> None:
