@@ -128,8 +128,7 @@ def test_deeplabv3_counts_strides_and_scoped_conversion() -> None:
     x = torch.randn(1, 3, 64, 64)
     for stride in (8, 16):
         model = fc.create_model("deeplabv3_resnet50", width=0.125, num_classes=3, output_stride=stride).eval()
-        b = model.backbone
-        features = b.layer4(b.layer3(b.layer2(b.layer1(b.maxpool(b.act1(b.bn1(b.conv1(x))))))))
+        features = model.backbone.forward_features(x)
         assert features.shape[-1] == 64 // stride and model(x).shape == (1, 3, 64, 64)
     model = fc.create_model("deeplabv3_resnet50", width=0.125, num_classes=3)
     fc.convert(model, "doconv", include="head.*")  # DO-Conv in the head only (Table 4's stages)

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from ..registry import ConvBuilder, register_model
 from .layers import ConvFactory, ZeroPadShortcut, check_choice, check_positive, default_act, init_weights, scale_width
 
-__all__ = ["BasicBlock", "BottleneckBlock", "CifarResNet"]
+__all__ = ["BasicBlock", "Bottleneck", "CifarResNet"]
 
 SHORTCUTS = ("A", "B", "conv")
 
@@ -74,8 +74,10 @@ class BasicBlock(nn.Module):
         return self.act2(out)
 
 
-class BottleneckBlock(nn.Module):
-    """conv1x1-BN-act, conv3x3(stride)-BN-act, conv1x1 (×4)-BN plus shortcut, then act (He et al.'s v1)."""
+class Bottleneck(nn.Module):
+    """1x1-BN-act, 3x3(stride, dilation)-BN-act, 1x1(×4)-BN plus shortcut, then act (ResNet v1.5; He et al.'s
+    CIFAR ResNet-164). ResNeXt: the 3x3 is a group conv of `groups` groups, `base_width` channels each at the
+    first stage's planes (64). `shortcut`: the projection kind of `make_shortcut` ("B": 1x1 conv + BN)."""
 
     expansion = 4
 
@@ -85,20 +87,24 @@ class BottleneckBlock(nn.Module):
         planes: int,
         stride: int = 1,
         *,
-        shortcut: str = "B",
         conv_layer: Callable[..., nn.Module],
         norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
         act_layer: Callable[[], nn.Module] = default_act,
+        groups: int = 1,
+        base_width: int = 64,
+        dilation: int = 1,
+        shortcut: str = "B",
     ) -> None:
         super().__init__()
         out_ch = planes * self.expansion
-        self.conv1 = conv_layer(in_ch, planes, 1)
-        self.bn1 = norm_layer(planes)
+        inner = int(planes * (base_width / 64.0)) * groups  # torchvision's ResNeXt width rule
+        self.conv1 = conv_layer(in_ch, inner, 1)
+        self.bn1 = norm_layer(inner)
         self.act1 = act_layer()
-        self.conv2 = conv_layer(planes, planes, 3, stride=stride)
-        self.bn2 = norm_layer(planes)
+        self.conv2 = conv_layer(inner, inner, 3, stride=stride, groups=groups, dilation=dilation)
+        self.bn2 = norm_layer(inner)
         self.act2 = act_layer()
-        self.conv3 = conv_layer(planes, out_ch, 1)
+        self.conv3 = conv_layer(inner, out_ch, 1)
         self.bn3 = norm_layer(out_ch)
         self.shortcut = make_shortcut(in_ch, out_ch, stride, shortcut, conv_layer, norm_layer)
         self.act3 = act_layer()
@@ -106,7 +112,8 @@ class BottleneckBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out = self.act1(self.bn1(self.conv1(x)))
         out = self.act2(self.bn2(self.conv2(out)))
-        return self.act3(self.bn3(self.conv3(out)) + self.shortcut(x))
+        out = self.bn3(self.conv3(out))
+        return self.act3(out + self.shortcut(x))
 
 
 class CifarResNet(nn.Module):
@@ -164,9 +171,9 @@ class CifarResNet(nn.Module):
             for j in range(blocks):
                 stride = 2 if i > 0 and j == 0 else 1
                 if bottleneck:
-                    layers.append(BottleneckBlock(in_ch, out_ch, stride, shortcut=shortcut, conv_layer=conv_layer,
-                                                  norm_layer=norm_layer, act_layer=act_layer))
-                    in_ch = out_ch * BottleneckBlock.expansion
+                    layers.append(Bottleneck(in_ch, out_ch, stride, shortcut=shortcut, conv_layer=conv_layer,
+                                             norm_layer=norm_layer, act_layer=act_layer))
+                    in_ch = out_ch * Bottleneck.expansion
                 else:
                     layers.append(BasicBlock(in_ch, out_ch, stride, shortcut=shortcut if skip else None,
                                              conv_layer=conv_layer, norm_layer=norm_layer, act_layer=act_layer))

@@ -78,10 +78,8 @@ class DeepLabV3(nn.Module):
                                   nn.Conv2d(channels, num_classes, 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        b = self.backbone
-        f = b.maxpool(b.act1(b.bn1(b.conv1(x))))
-        f = b.layer4(b.layer3(b.layer2(b.layer1(f))))
-        return F.interpolate(self.head(f), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        logits = self.head(self.backbone.forward_features(x))
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
 def _builder(name: str, layers: tuple[int, int, int, int]) -> Callable[..., DeepLabV3]:

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..registry import ConvBuilder, register_model
-from .layers import ConvFactory, ConvNormAct, check_positive, init_weights, make_divisible
+from .layers import ConvFactory, ConvNormAct, init_weights, make_divisible
+from .mobilenet import _check_common
 
 __all__ = ["MobileNetV3", "SqueezeExcite"]
 
@@ -74,12 +75,7 @@ class MobileNetV3(nn.Module):
         replace_stem: bool | None = None,
     ) -> None:
         super().__init__()
-        name = "mobilenet_v3_large"
-        check_positive(name, "width", width)
-        check_positive(name, "num_classes", num_classes, int)
-        check_positive(name, "in_chans", in_chans, int)
-        if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
-            raise ValueError(f"{name}: dropout must be in [0, 1), got {dropout!r}")
+        _check_common("mobilenet_v3_large", width, num_classes, in_chans, dropout)
         conv_layer = ConvFactory(conv, conv_kwargs, replace_stem)
         in_ch = make_divisible(16 * width)
         layers: list[nn.Module] = [ConvNormAct(conv_layer, in_chans, in_ch, 3, stride=2, stem=True,

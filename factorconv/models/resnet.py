@@ -13,53 +13,10 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..registry import ConvBuilder, register_model
-from .cifar_resnet import BasicBlock
+from .cifar_resnet import BasicBlock, Bottleneck
 from .layers import ConvFactory, check_positive, default_act, init_weights, scale_width
 
 __all__ = ["Bottleneck", "ResNet"]
-
-
-class Bottleneck(nn.Module):
-    """1x1-BN-act, 3x3(stride)-BN-act, 1x1(×4)-BN plus shortcut, then act (ResNet v1.5). ResNeXt: the 3x3 is a
-    group conv of `groups` groups, `base_width` channels each at the first stage's planes (64)."""
-
-    expansion = 4
-
-    def __init__(
-        self,
-        in_ch: int,
-        planes: int,
-        stride: int = 1,
-        *,
-        conv_layer: Callable[..., nn.Module],
-        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
-        act_layer: Callable[[], nn.Module] = default_act,
-        groups: int = 1,
-        base_width: int = 64,
-        dilation: int = 1,
-    ) -> None:
-        super().__init__()
-        out_ch = planes * self.expansion
-        inner = int(planes * (base_width / 64.0)) * groups  # torchvision's ResNeXt width rule
-        self.conv1 = conv_layer(in_ch, inner, 1)
-        self.bn1 = norm_layer(inner)
-        self.act1 = act_layer()
-        self.conv2 = conv_layer(inner, inner, 3, stride=stride, groups=groups, dilation=dilation)
-        self.bn2 = norm_layer(inner)
-        self.act2 = act_layer()
-        self.conv3 = conv_layer(inner, out_ch, 1)
-        self.bn3 = norm_layer(out_ch)
-        self.shortcut = (
-            nn.Sequential(conv_layer(in_ch, out_ch, 1, stride=stride), norm_layer(out_ch))
-            if stride != 1 or in_ch != out_ch else nn.Identity()
-        )
-        self.act3 = act_layer()
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.act1(self.bn1(self.conv1(x)))
-        out = self.act2(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.act3(out + self.shortcut(x))
 
 
 class ResNet(nn.Module):
@@ -128,10 +85,13 @@ class ResNet(nn.Module):
         self.fc = nn.Linear(in_ch, num_classes)
         init_weights(self)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The last stage's feature maps (what DeepLabV3 builds on)."""
         x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(self.flatten(self.pool(x)))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.flatten(self.pool(self.forward_features(x))))
 
 
 register_model(
