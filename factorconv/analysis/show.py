@@ -160,9 +160,10 @@ def _redundancy(model: nn.Module, images: torch.Tensor, out: Path) -> dict[str, 
 
 
 def show_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, raw: torch.Tensor, out: str | Path,
-               what: list[str] | None = None) -> dict[str, Any]:
+               what: list[str] | None = None, cam_images: int | None = None) -> dict[str, Any]:
     """Write the views `what` (default: `applicable_views`) of `model` to `out`: a PNG or two each and
-    show.json; `images` are normalised inputs, `raw` the same images for display (C, H, W in [0, 1])."""
+    show.json; `images` are normalised inputs, `raw` the same images for display (C, H, W in [0, 1]). The CAM
+    grid shows the first `cam_images` of them (default all); the redundancy analysis uses all."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     views = what or applicable_views(model)
@@ -183,7 +184,8 @@ def show_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, raw
         elif view == "bdsc":
             data[view] = _bdsc(model, out)
         elif view == "cam":
-            data[view] = _cam(model, images, labels, raw, out)
+            n = cam_images or len(images)
+            data[view] = _cam(model, images[:n], labels[:n], raw[:n], out)
         else:
             data[view] = _redundancy(model, images, out)
     (out / "show.json").write_text(json.dumps(data) + "\n")
@@ -204,12 +206,4 @@ def show_run(run: str | Path, out: str | Path | None = None, what: list[str] | N
     x, y = next(iter(loader.epoch(0)))
     raw = test.subset(count, 0).images[:count].float() / 255.0
     run_dir = Path(run) if Path(run).is_dir() else Path(run).parent
-    target = Path(out) if out else run_dir / "show"
-    data = {}
-    for view in views:  # the CAM grid takes the first `images`; the redundancy analysis all
-        if view == "cam":
-            data.update(show_model(model, x[:images], y[:images], raw[:images], target, ["cam"]))
-        else:
-            data.update(show_model(model, x, y, raw, target, [view]))
-    (target / "show.json").write_text(json.dumps(data) + "\n")
-    return data
+    return show_model(model, x, y, raw, Path(out) if out else run_dir / "show", views, cam_images=images)
