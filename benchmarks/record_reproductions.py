@@ -72,7 +72,8 @@ def render(records: list[dict]) -> str:
                 lines.append(f"| {rec['study']} | {row['name']} (reference) | {paper} |  | {_ci(row['accuracy'])} "
                              "|  |  |")
                 continue
-            delta = "-" if row.get("paper_delta") is None else f"{row['paper_delta']:+.2f}"
+            delta = (f"{row['paper_delta']:+.2f}" if row.get("paper_delta") is not None else
+                     {1: "> 0 (figure)", -1: "< 0 (figure)"}.get(row.get("paper_sign"), "-"))
             d = row.get("difference")
             ours = "-" if not d else (f"{d['mean']:+.2f}" if d.get("ci_low") is None else
                                       f"{d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]")

@@ -253,3 +253,15 @@ def test_table2_eight_layer_blocks(name: str, width: int) -> None:
     assert abs(cost.params / params - 1) < 0.05 and abs(cost.macs / flops - 1) < 0.08
     if name == "igcv2_8":  # L = 3 with K = sqrt(C): complementary branches of about sqrt(C)
         assert blocks[0][0].cost((32, 32)).params == width * 9 + 2 * width * round(width**0.5)
+
+
+def test_eight_layer_stem_stride_halves_the_grid_once() -> None:
+    """The CPU scale of IGCV2's K / L sweeps: a stride-2 stem, the blocks unchanged at half the resolution."""
+    plain = fc.create_model("igcv2_8", width=24, num_classes=10, in_chans=1)
+    strided = fc.create_model("igcv2_8", width=24, num_classes=10, in_chans=1, stem_stride=2)
+    assert sum(p.numel() for p in plain.parameters()) == sum(p.numel() for p in strided.parameters())
+    x = torch.randn(2, 1, 28, 28)
+    assert strided.stem(x).shape == (2, 24, 14, 14) and plain.stem(x).shape == (2, 24, 28, 28)
+    assert strided(x).shape == (2, 10)
+    with pytest.raises(ValueError, match="stem_stride must be 1 or 2"):
+        fc.create_model("xception8", width=8, stem_stride=4)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from factorconv.cli import main
+from factorconv.registry import create_model
 from factorconv.reproduce import (
     HOLDS,
     NOT_DISTINGUISHABLE,
@@ -23,6 +24,7 @@ from factorconv.reproduce import (
     get_reproduction,
     list_reproductions,
     plan,
+    render_claims,
     reproduce,
 )
 from factorconv.reproduce.verdict import AGREES_NO_DIFFERENCE, DIFFERS
@@ -53,15 +55,38 @@ def _row(conv: str, accs: list[float], ref: list[float] | None) -> dict:
 
 def test_claims_from_hand_made_results() -> None:
     study = Reproduction("hand", "a table", "b and c beat a", (Row("a", "A", 90.0), Row("b", "B", 92.0),
-                         Row("c", "C", 91.0), Row("d", "D", None)), paper={}, cpu={})
+                         Row("c", "C", 91.0), Row("d", "D", None), Row("e", "E", None, paper_sign=-1),
+                         Row("f", "F", None, paper_sign=+1)), paper={}, cpu={})
     ref = [80.0, 81.0, 80.5]
     results = {"rows": [_row("a", ref, None), _row("b", [82.0, 83.1, 82.4], ref),
-                        _row("c", [78.0, 79.5, 78.6], ref), _row("d", [80.1, 80.9, 80.6], ref)]}
+                        _row("c", [78.0, 79.5, 78.6], ref), _row("d", [80.1, 80.9, 80.6], ref),
+                        _row("e", [78.0, 79.5, 78.6], ref), _row("f", [78.0, 79.5, 78.6], ref)]}
     rows = {r["label"]: r for r in claims(study, results)}
     assert "verdict" not in rows["a"]
     assert rows["b"]["paper_delta"] == pytest.approx(2.0) and rows["b"]["verdict"] == HOLDS
     assert rows["c"]["verdict"] == OPPOSITE
     assert rows["d"]["verdict"] == "no paper number"
+    # a figure's direction without a number: judged on the direction alone
+    assert rows["e"]["paper_delta"] is None and rows["e"]["verdict"] == HOLDS
+    assert rows["f"]["verdict"] == OPPOSITE
+    assert "< 0 (figure)" in render_claims(study, "cpu", list(rows.values()))
+    with pytest.raises(ValueError, match="not both"):
+        Row("g", "G", 90.0, paper_sign=1)
+    with pytest.raises(ValueError, match="paper_sign must be"):
+        Row("g", "G", None, paper_sign=2)
+
+
+def test_igcv2_kl_rows_have_about_equal_parameters_per_block() -> None:
+    """Figures 2-3 compare blocks at "almost the same number of parameters" (about 4,700, Table 2's Xception
+    C64 block): with the figures' L as the number of group 1x1 convs, every row's block is within 5% of it."""
+    study = get_reproduction("igcv2-kl")
+    for row in study.rows:
+        with torch.device("meta"):
+            model = create_model("igcv2_8", conv="igcv2", width=row.width, num_classes=100,
+                                 conv_kwargs=row.options)
+        block = model.blocks[0][0]
+        assert abs(block.cost((32, 32)).params / 4700 - 1) < 0.05, (row.label, block.cost((32, 32)).params)
+    assert [r.paper_sign for r in study.rows[1:]] == [-1] * (len(study.rows) - 1)
 
 
 @pytest.mark.parametrize("name", [s.name for s in list_reproductions()])

@@ -3,7 +3,8 @@ C -> C at full resolution (no down-sampling), global pooling and a classifier. T
 are the operator (`xception8`: channel-wise 3x3 then 1x1, i.e. dsep; `igcv2_8`: IGCV2 with L = 3 and
 branches of K channels, the divisor of C nearest sqrt(C), unless `conv_kwargs` say otherwise), each followed
 by BN and ReLU; the paper counts parameters and FLOPs within one such block (Table 2: Xception C64 ≈ 4,700 /
-4.8·10⁶, IGCV2 C144 the same). `width` is the absolute C."""
+4.8·10⁶, IGCV2 C144 the same). `width` is the absolute C. `stem_stride` 2 halves the resolution once at the
+stem, as the paper adapts its CIFAR networks to Tiny ImageNet: the CPU scale of its K / L sweeps."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class EightLayerNet(nn.Module):
         conv_kwargs: dict[str, Any] | None = None,
         width: float = 64,
         layers: int = 6,
+        stem_stride: int = 1,
         num_classes: int = 10,
         in_chans: int = 3,
         norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
@@ -39,6 +41,8 @@ class EightLayerNet(nn.Module):
         super().__init__()
         check_positive(name, "width", width)
         check_positive(name, "layers", layers, int)
+        if stem_stride not in (1, 2):
+            raise ValueError(f"{name}: stem_stride must be 1 or 2, got {stem_stride!r}")
         c = round(width)
         if c < 2:
             raise ValueError(f"{name}: width is the absolute channel count C (e.g. 64), got {width!r}")
@@ -49,7 +53,8 @@ class EightLayerNet(nn.Module):
             k = min((d for d in range(1, c + 1) if c % d == 0), key=lambda d: (abs(d - math.sqrt(c)), d))
             options = {"L": 3, "K": k, **options}
         conv_layer = ConvFactory(conv, options)
-        self.stem = ConvNormAct(conv_layer, in_chans, c, 3, stem=True, norm_layer=norm_layer, act_layer=act_layer)
+        self.stem = ConvNormAct(conv_layer, in_chans, c, 3, stride=stem_stride, stem=True, norm_layer=norm_layer,
+                                act_layer=act_layer)
         self.blocks = nn.Sequential(*(ConvNormAct(conv_layer, c, c, 3, norm_layer=norm_layer, act_layer=act_layer)
                                       for _ in range(layers)))
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -63,12 +68,13 @@ class EightLayerNet(nn.Module):
 
 def _builder(name: str, default_conv: str, default_width: int) -> Callable[..., EightLayerNet]:
     def build(*, conv: str | ConvBuilder | None = None, conv_kwargs: dict[str, Any] | None = None,
-              width: float = default_width, layers: int = 6, num_classes: int = 10, in_chans: int = 3,
+              width: float = default_width, layers: int = 6, stem_stride: int = 1, num_classes: int = 10,
+              in_chans: int = 3,
               norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
               act_layer: Callable[[], nn.Module] = default_act) -> EightLayerNet:
         return EightLayerNet(name=name, default_conv=default_conv, conv=conv, conv_kwargs=conv_kwargs, width=width,
-                             layers=layers, num_classes=num_classes, in_chans=in_chans, norm_layer=norm_layer,
-                             act_layer=act_layer)
+                             layers=layers, stem_stride=stem_stride, num_classes=num_classes, in_chans=in_chans,
+                             norm_layer=norm_layer, act_layer=act_layer)
 
     build.__name__ = build.__qualname__ = name
     return build

@@ -28,7 +28,9 @@ class Row:
     network of its own for the row at both scales (IGCV2's Xception(C35) against IGCV2(C64): `width` is then
     that network's width argument); "conv_params_m" / "conv_macs_m" count as IGCV2's tables do (conv weights
     and MACs only); `cpu_options` replace some `options` at CPU scale, where a narrower network needs a
-    proportionally smaller setting (ACDC-g's group size)."""
+    proportionally smaller setting (ACDC-g's group size); `paper_sign` the direction of the row's difference to
+    the reference (+1 better, -1 worse) where the paper shows it in a figure without printing a number (IGCV2's
+    Figure 2 bars): the verdict then judges that direction."""
 
     label: str
     name: str
@@ -40,6 +42,14 @@ class Row:
     model: str | None = None
     width: float | None = None
     cpu_options: dict[str, Any] = field(default_factory=dict)
+    paper_sign: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.paper_sign not in (None, -1, 1):
+            raise ValueError(f"Row {self.label!r}: paper_sign must be -1, +1 or None, got {self.paper_sign!r}")
+        if self.paper_sign is not None and self.paper_acc is not None:
+            raise ValueError(f"Row {self.label!r}: give paper_acc (a printed number) or paper_sign (a figure's "
+                             "direction), not both")
 
 
 @dataclass(frozen=True)

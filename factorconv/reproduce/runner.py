@@ -123,14 +123,16 @@ def claims(study: Reproduction, results: dict[str, Any]) -> list[dict[str, Any]]
         if row is not ref:
             paper_delta = (row.paper_acc - ref.paper_acc if row.paper_acc is not None and ref.paper_acc is not None
                            else None)
+            claimed = round(paper_delta, 6) if paper_delta is not None else row.paper_sign
             diff = ours.get("difference") if ours else None
             entry["paper_delta"] = paper_delta
+            entry["paper_sign"] = row.paper_sign
             entry["difference"] = diff
-            if diff is not None and paper_delta is not None:
+            if diff is not None and claimed is not None:
                 summary = Summary(diff["n"], diff["mean"], diff["std"], diff["ci_low"], diff["ci_high"])
-                entry["verdict"] = claim_verdict(round(paper_delta, 6), summary)
+                entry["verdict"] = claim_verdict(claimed, summary)
             else:
-                entry["verdict"] = "no paper number" if paper_delta is None else "not run"
+                entry["verdict"] = "no paper number" if claimed is None else "not run"
         out.append(entry)
     return out
 
@@ -151,7 +153,8 @@ def render_claims(study: Reproduction, scale: str, rows: list[dict[str, Any]]) -
         if "verdict" not in r:
             lines.append(f"| {r['name']} (reference) | {paper} | {ci(r['accuracy'])} |  |  |  |")
             continue
-        delta = "-" if r["paper_delta"] is None else f"{r['paper_delta']:+.2f}"
+        delta = (f"{r['paper_delta']:+.2f}" if r["paper_delta"] is not None else
+                 {1: "> 0 (figure)", -1: "< 0 (figure)"}.get(r.get("paper_sign"), "-"))
         d = r["difference"]
         ours = "-" if not d else (f"{d['mean']:+.2f}" if d.get("ci_low") is None else
                                   f"{d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]")

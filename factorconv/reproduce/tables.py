@@ -170,4 +170,29 @@ STUDIES = [
         count_tolerance=0.04,
         notes="The networks are the paper's at both scales (depth 8, widths 48 and 80).",
     )),
+    register_reproduction(Reproduction(
+        name="igcv2-kl",
+        source="IGCV2 (002), Figures 2 and 3: the 8-layer net, IGCV2 blocks of (L, K, C) at about equal "
+               "parameters, CIFAR-100",
+        claim="the block that satisfies the complementary condition is best: L = 3 group 1x1 convs of K = 6 "
+              "(C174) beats sparser and denser K at L = 3 and the best blocks at L = 2 and 4 (bars, no numbers)",
+        rows=tuple(
+            Row(f"igcv2:L{lf}K{k}", f"L={lf}, K={k} (C{c}){' red bar' if red else ''}", None,
+                options={"L": lf + 1, "K": k}, model="igcv2_8", width=c, paper_sign=None if ref else -1)
+            for lf, k, c, red, ref in (
+                (3, 6, 174, True, True),  # Figure 2(b)'s red bar, the best of all three panels
+                (3, 3, 258, False, False), (3, 12, 108, False, False),  # 2(b): sparser / denser than complementary
+                (2, 12, 144, True, False),  # 2(a)'s red bar (K^2 = C): Table 2's IGCV2 C144
+                (2, 4, 272, False, False),  # 2(a)'s sparsest
+                (4, 4, 184, True, False),  # 2(c)'s red bar
+            )),
+        paper={"model": "igcv2_8", "budget": None, "data": "cifar100", "preset": "igcv2", "seeds": 3},
+        cpu={"model": "igcv2_8", "budget": None, "overrides": {"model_kwargs": {"stem_stride": 2}}},
+        metric="final test accuracy",
+        notes="The figures' L counts the group 1x1 convs after the channel-wise 3x3 (their widths give equal "
+              "parameters, about 4,700 per block, only so; the text's L counts the 3x3 too): the operator's L is "
+              "the figure's plus one. Widths C are the figures'. At CPU scale the stem has stride 2 (the paper's "
+              "own adaptation to Tiny ImageNet), a 14x14 grid, so that the widest block (C258) trains in about "
+              "a minute; the figures print bars, not numbers, so the verdict judges each row's direction only.",
+    )),
 ]
