@@ -244,7 +244,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2, default=str))
     else:
         acc = result.get("test_acc")
-        print(f"test accuracy {100 * acc:.2f}% (loss {result['test_loss']:.4f}) after {result['steps']} steps, "
+        score = "mIoU" if result.get("task") == "segmentation" else "accuracy"
+        print(f"test {score} {100 * acc:.2f}% (loss {result['test_loss']:.4f}) after {result['steps']} steps, "
               f"{result['train_seconds']:.0f} s training / {result['seconds']:.0f} s total; "
               f"{result['profile']['params']:,} params; results in {result['run_dir']}")
     return 0
@@ -302,7 +303,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     spec = StudySpec(
         model=args.model, convs=[c.strip() for c in args.convs.split(",") if c.strip()], budget=args.budget,
         data=args.data, data_dir=args.data_dir, preset=args.preset, seeds=args.seeds, reference=args.reference,
-        threads=args.threads_per_run, overrides=parse_options(args.set, "--set"),
+        threads=args.threads_per_run, overrides=parse_options(args.set, "--set"), width=args.width,
         conv_kwargs=_parse_conv_options(args.opt), model_kwargs=_parse_conv_options(args.model_opt, "--model-opt"),
         latency_batch=args.latency_batch, latency_repeats=args.latency_repeats,
         command="factorconv " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["compare"] else None,
@@ -555,7 +556,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", default=DEFAULT_BUDGET,
                    help="KIND=COUNT[,COUNT...] with KIND params (the deploy form's parameters), size (its bytes), "
                         "macs, or train-params (parameters trained); k/M/G suffixes; several counts sweep the size; "
-                        f"none: width 1 for all (default {DEFAULT_BUDGET})")
+                        f"none: --width for all (default {DEFAULT_BUDGET})")
+    p.add_argument("--width", type=float, default=1.0,
+                   help="with --budget none: the width multiplier of every operator's backbone (default 1)")
     p.add_argument("--reference", default=None,
                    help="operator the others are compared with, seed by seed (default conv, or the first listed)")
     p.add_argument("--data", default="fashion-mnist", help="data set (as for train; default fashion-mnist)")

@@ -1,5 +1,6 @@
-"""The in-memory image set every reader returns (`ImageSet`), and the one error type data problems raise
-(`DatasetError`): a message naming the path, what was expected there, and how to get it."""
+"""The in-memory image set every reader returns (`ImageSet`: a label per image for classification, or a label
+per pixel for segmentation), and the one error type data problems raise (`DatasetError`): a message naming the
+path, what was expected there, and how to get it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["DatasetError", "ImageSet", "file_md5", "select_classes"]
+__all__ = ["IGNORE_INDEX", "DatasetError", "ImageSet", "file_md5", "select_classes"]
+
+# The label of pixels no class is scored on (segmentation masks: object borders, padding), as in VOC's masks
+IGNORE_INDEX = 255
 
 
 class DatasetError(RuntimeError):
@@ -19,7 +23,9 @@ class DatasetError(RuntimeError):
 
 @dataclass
 class ImageSet:
-    """uint8 images (N, C, H, W) with int64 labels (N,) in [0, len(classes))."""
+    """uint8 images (N, C, H, W) with int64 labels (N,) in [0, len(classes)) for classification, or uint8
+    per-pixel masks (N, H, W) in [0, len(classes)) or IGNORE_INDEX for segmentation (`task`). Masks stay uint8
+    in memory (an eighth of int64's); the loader widens each batch."""
 
     images: Tensor
     labels: Tensor
@@ -32,9 +38,29 @@ class ImageSet:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
             raise DatasetError(f"{self.name}: images must be uint8 (N, C, H, W), got {self.images.dtype} "
                                f"{tuple(self.images.shape)}")
+        if self.labels.dim() == 3:  # per-pixel masks
+            if tuple(self.labels.shape) != (len(self.images), *self.images.shape[2:]):
+                raise DatasetError(f"{self.name}: masks of shape {tuple(self.labels.shape)} do not match images "
+                                   f"{tuple(self.images.shape)} (expected (N, H, W) = "
+                                   f"{(len(self.images), *self.images.shape[2:])})")
+            if self.labels.dtype != torch.uint8:
+                raise DatasetError(f"{self.name}: masks must be uint8 (class indices, {IGNORE_INDEX} = ignore), "
+                                   f"got {self.labels.dtype}")
+            if len(self.classes) > IGNORE_INDEX:
+                raise DatasetError(f"{self.name}: {len(self.classes)} classes do not fit uint8 masks beside the "
+                                   f"ignore label {IGNORE_INDEX}")
+            top = int(self.labels.max()) if self.labels.numel() else 0
+            if top == IGNORE_INDEX:  # the largest scored value (a full pass only when some pixel is ignored)
+                top = int(self.labels.masked_fill(self.labels == IGNORE_INDEX, 0).max())
+            if top >= len(self.classes):
+                raise DatasetError(f"{self.name}: mask values reach {top} but there are "
+                                   f"{len(self.classes)} classes (values are class indices, {IGNORE_INDEX} = ignore; "
+                                   f"{self.source or 'unknown source'})")
+            return
         if self.labels.dim() != 1 or len(self.labels) != len(self.images):
             raise DatasetError(f"{self.name}: {len(self.images)} images but labels of shape "
-                               f"{tuple(self.labels.shape)}")
+                               f"{tuple(self.labels.shape)} (expected ({len(self.images)},) class labels, or "
+                               f"({len(self.images)}, H, W) masks)")
         self.labels = self.labels.long()
         if len(self.labels) and (int(self.labels.min()) < 0 or int(self.labels.max()) >= len(self.classes)):
             raise DatasetError(f"{self.name}: labels span [{int(self.labels.min())}, {int(self.labels.max())}] "
@@ -42,6 +68,11 @@ class ImageSet:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    @property
+    def task(self) -> str:
+        """"segmentation" for per-pixel masks, else "classification"."""
+        return "segmentation" if self.labels.dim() == 3 else "classification"
 
     @property
     def num_classes(self) -> int:
@@ -84,6 +115,9 @@ class ImageSet:
 def select_classes(images: ImageSet, classes: list[int]) -> ImageSet:
     """Only the images of `classes` (indices into images.classes), relabelled 0..len(classes)-1 in that order:
     a transfer task on held-out classes."""
+    if images.task != "classification":
+        raise ValueError(f"{images.name}: choosing classes needs a classification set (one label per image), not "
+                         "per-pixel masks")
     if not classes or len(set(classes)) != len(classes) or any(
             isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < images.num_classes for c in classes):
         raise ValueError(f"{images.name}: classes must be distinct class indices in [0, {images.num_classes}), "

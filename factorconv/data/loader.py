@@ -1,5 +1,6 @@
 """The tensor loader: a uint8 data set kept in memory on the training device, batched by a seeded per-epoch
-permutation, augmented and normalised with tensor ops, and sharded by rank.
+permutation, augmented and normalised with tensor ops, and sharded by rank. Segmentation masks get the same
+crop and flip as their images (padding is labelled IGNORE_INDEX; cutout leaves the mask as it is).
 
 Everything random is a function of (seed, epoch, batch index): the permutation of epoch e and the crops
 and flips of global batch k are drawn for the whole global batch and each rank takes its slice. So a run
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import ImageSet
+from .base import IGNORE_INDEX, ImageSet
 
 __all__ = ["Augment", "TensorLoader"]
 
@@ -53,7 +54,7 @@ def _mix(*parts: int) -> int:
 
 
 class TensorLoader:
-    """Batches of (normalised float images, int64 labels) on `device`.
+    """Batches of (normalised float images, int64 labels or (N, H, W) masks) on `device`.
 
     `batch_size` is the global batch; each of `world_size` ranks gets batch_size / world_size of it.
     `drop_last` drops an incomplete final batch; a final batch too small to give every rank a sample is
@@ -88,6 +89,7 @@ class TensorLoader:
         self.device = torch.device(device)
         self.images = data.images.to(self.device)
         self.labels = data.labels.to(self.device)
+        self.num_classes, self.task = data.num_classes, data.task
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.augment = augment or Augment()
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
@@ -132,9 +134,13 @@ class TensorLoader:
             shifts, flips, centres = self._draw(epoch, index, len(batch))
             mine = slice(self.rank, None, self.world_size)
             idx = batch[mine]
-            x = self.transform(self.images[idx], shifts[mine] if shifts is not None else None,
-                               flips[mine] if flips is not None else None)
-            yield (x if centres is None else self._cut(x, centres[mine])), self.labels[idx]
+            my_shifts = shifts[mine] if shifts is not None else None
+            my_flips = flips[mine] if flips is not None else None
+            x = self.transform(self.images[idx], my_shifts, my_flips)
+            y = self.labels[idx]
+            if y.dim() == 3:
+                y = self.transform_masks(y, my_shifts, my_flips)
+            yield (x if centres is None else self._cut(x, centres[mine])), y
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         return self.epoch(0)
@@ -165,13 +171,12 @@ class TensorLoader:
         keep = ~(inside_r[:, :, None] & inside_c[:, None, :])
         return x * keep[:, None].to(x.dtype)
 
-    def transform(self, images: Tensor, shifts: Tensor | None, flips: Tensor | None) -> Tensor:
-        """Crop (by gather from the zero-padded images), flip, normalise; uint8 in, float32 out."""
-        x = images
+    def _crop_flip(self, x: Tensor, shifts: Tensor | None, flips: Tensor | None, fill: int) -> Tensor:
+        """Crop (by gather from the padded batch, padding = `fill`) and flip (N, C, H, W)."""
         if shifts is not None and len(x):
             pad = self.augment.pad
             b, c, h, w = x.shape
-            padded = F.pad(x, (pad, pad, pad, pad))
+            padded = F.pad(x, (pad, pad, pad, pad), value=fill)
             shifts = shifts.to(self.device)
             rows = (shifts[:, :1] + torch.arange(h, device=self.device))[:, None, :, None]
             cols = (shifts[:, 1:] + torch.arange(w, device=self.device))[:, None, None, :]
@@ -179,6 +184,16 @@ class TensorLoader:
                        torch.arange(c, device=self.device)[None, :, None, None], rows, cols]
         if flips is not None and len(x):
             x = torch.where(flips.to(self.device)[:, None, None, None], x.flip(3), x)
+        return x
+
+    def transform_masks(self, masks: Tensor, shifts: Tensor | None, flips: Tensor | None) -> Tensor:
+        """The images' crop and flip applied to their uint8 masks (N, H, W); padding is IGNORE_INDEX, so
+        pixels shifted in from outside the image are not scored. int64 out."""
+        return self._crop_flip(masks[:, None], shifts, flips, IGNORE_INDEX)[:, 0].long()
+
+    def transform(self, images: Tensor, shifts: Tensor | None, flips: Tensor | None) -> Tensor:
+        """Crop (by gather from the zero-padded images), flip, normalise; uint8 in, float32 out."""
+        x = self._crop_flip(images, shifts, flips, 0)
         out = torch.addcmul(self._shift, x.float(), self._scale)
         if self.channels_last:
             out = out.contiguous(memory_format=torch.channels_last)

@@ -4,7 +4,9 @@ read and downloaded, and the error that says how to get it when it is not there.
 Search order: the `root` given; otherwise, for Fashion-MNIST, Debian's /usr/share/datasets/fashion-mnist
 first; then $FACTORCONV_DATA/<name> and ~/.cache/factorconv/data/<name>. Downloads go to the first
 writable of root / $FACTORCONV_DATA / the cache. `synthetic` is a small generated set for tests and smoke
-runs; `folder` reads root/train and root/test (or root/val) image folders.
+runs; `folder` reads root/train and root/test (or root/val) image folders. Segmentation sets (per-pixel masks):
+`fashion-mnist-seg` (Fashion-MNIST items pasted on 56x56 canvases), `synthetic-seg` (the synthetic patterns,
+pasted) and `seg-folder` (PNG image/mask pairs under root/train and root/test or root/val).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from .cifar import CIFAR, read_cifar
 from .download import download_file
 from .folder import class_names, read_image_folder
 from .idx import IDX_FILES, find_idx_file, read_idx_split
+from .segmentation import paste_items, read_segmentation_folder
 
 __all__ = ["DATASETS", "DatasetInfo", "default_roots", "list_datasets", "load_dataset", "synthetic"]
 
@@ -28,7 +31,7 @@ __all__ = ["DATASETS", "DatasetInfo", "default_roots", "list_datasets", "load_da
 @dataclass(frozen=True)
 class DatasetInfo:
     name: str
-    kind: str  # "idx" | "cifar" | "folder" | "synthetic"
+    kind: str  # "idx" | "cifar" | "folder" | "synthetic" | "pasted" | "seg-folder"
     description: str
     classes: tuple[str, ...] = ()
     files: dict[str, str] | None = None  # file name -> published MD5 (IDX sets)
@@ -74,7 +77,19 @@ DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
     DatasetInfo("cifar100", "cifar", "CIFAR-100, 50k/10k 32x32 RGB, 100 fine classes (python batches)"),
     DatasetInfo("folder", "folder", "image folders: root/train/<class>/*, root/test/<class>/* (or val/)"),
     DatasetInfo("synthetic", "synthetic", "generated 16x16 grayscale patterns, 10 classes (tests, smoke runs)"),
+    DatasetInfo("fashion-mnist-seg", "pasted",
+                "segmentation: two Fashion-MNIST items per 56x56 canvas, masks of 11 classes (background + 10); "
+                "30k/5k canvases", system_dirs=("/usr/share/datasets/fashion-mnist",),
+                how_to_get="on Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist"),
+    DatasetInfo("synthetic-seg", "pasted", "segmentation: two synthetic 16x16 patterns per 32x32 canvas, 11 "
+                "classes (tests, smoke runs)"),
+    DatasetInfo("seg-folder", "seg-folder", "segmentation PNG pairs: root/train/images/<name>.png with "
+                "root/train/masks/<name>.png, the same under test/ (or val/); root/classes.txt names the classes"),
 )}
+
+# the pasted sets: (the classification set items come from, canvas, items per canvas, the threshold of the
+# visible part; None = every pixel)
+_PASTED = {"fashion-mnist-seg": ("fashion-mnist", 56, 2, 10), "synthetic-seg": ("synthetic", 32, 2, None)}
 
 
 def list_datasets() -> list[str]:
@@ -170,6 +185,37 @@ def _load_folder(split: str, root: str | Path | None, image_size: int | None, ca
     return read_image_folder(sub, image_size, cache_dir=cache_dir, classes=classes)
 
 
+def _load_pasted(info: DatasetInfo, split: str, root: str | Path | None, download: bool) -> ImageSet:
+    base, canvas, per_canvas, threshold = _PASTED[info.name]
+    items = synthetic(split) if base == "synthetic" else _load_idx(DATASETS[base], split, root, download)
+    return paste_items(items, canvas=canvas, per_canvas=per_canvas, threshold=threshold,
+                       seed=0 if split == "train" else 1, name=info.name)
+
+
+def _load_segmentation_folder(split: str, root: str | Path | None, image_size: int | None) -> ImageSet:
+    if root is None:
+        raise DatasetError("seg-folder: needs a root directory holding train/images/, train/masks/ and test/ (or "
+                           "val/) the same (--data-dir DIR)")
+    root = Path(root)
+    names = ("train",) if split == "train" else ("test", "val")
+    sub = next((root / n for n in names if (root / n).is_dir()), None)
+    if sub is None:
+        raise DatasetError(f"seg-folder: {root} has no {' or '.join(names)}/ directory (expected "
+                           f"{root}/{names[0]}/images/<name>.png and {root}/{names[0]}/masks/<name>.png)")
+    classes_file = root / "classes.txt"
+    classes = None
+    if classes_file.is_file():
+        classes = [line.strip() for line in classes_file.read_text().splitlines() if line.strip()]
+    result = read_segmentation_folder(sub, classes, image_size)
+    if classes is None and split == "test" and (root / "train").is_dir():  # label both splits alike
+        train_classes = read_segmentation_folder(root / "train", None, image_size).classes
+        if len(train_classes) < result.num_classes:
+            raise DatasetError(f"seg-folder: {sub} has mask values up to {result.num_classes - 1} but the training "
+                               f"masks only up to {len(train_classes) - 1}; name the classes in {classes_file}")
+        result = ImageSet(result.images, result.labels, train_classes, result.name, result.source)
+    return result
+
+
 def synthetic(split: str = "train", size: int = 16, channels: int = 1, num_classes: int = 10,
               train_count: int = 2048, test_count: int = 512, seed: int = 0) -> ImageSet:
     """A deterministic, learnable toy set: each class is a fixed smooth random pattern, each image that
@@ -209,7 +255,8 @@ def load_dataset(
     info = _info(name)
     if split not in ("train", "test"):
         raise ValueError(f"load_dataset: split must be 'train' or 'test', got {split!r}")
-    if root is not None and info.kind not in ("synthetic",) and not Path(root).exists() and not download:
+    if root is not None and info.name not in ("synthetic", "synthetic-seg") and not Path(root).exists() \
+            and not download:
         fetch = "; pass download=True (--set download=true) to fetch it there" if info.kind in ("idx", "cifar") else ""
         raise DatasetError(f"{name}: data directory {root} does not exist{fetch}")
     if info.kind == "idx":
@@ -218,5 +265,9 @@ def load_dataset(
         return _load_cifar(info, split, root, download, verify)
     if info.kind == "folder":
         return _load_folder(split, root, image_size, cache)
+    if info.kind == "pasted":
+        return _load_pasted(info, split, root, download)
+    if info.kind == "seg-folder":
+        return _load_segmentation_folder(split, root, image_size)
     return synthetic(split)
 

@@ -69,7 +69,7 @@ def collect_rows(out: Path, spec: StudySpec, widths: dict[str, Any]) -> list[dic
                     reason = "fewer than five test evaluations: no last-five accuracy (left out)"
                 runs.append({"seed": seed, "acc": acc, "status": status, "reason": reason,
                              "train_seconds": r.get("train_seconds"), "run_dir": r.get("run_dir"),
-                             "profile": r.get("profile")})
+                             "profile": r.get("profile"), "score": r.get("score", "top-1 accuracy")})
             if not runs:
                 continue
             prof = runs[0]["profile"] or {}
@@ -78,7 +78,8 @@ def collect_rows(out: Path, spec: StudySpec, widths: dict[str, Any]) -> list[dic
                 "conv": conv, "budget": str(budget) if budget else None, "width": width,
                 "train_params": prof.get("params"), "deploy_params": prof.get("deploy_params"),
                 "size_bytes": prof.get("size_bytes"), "macs": prof.get("macs"), "deploy_macs": prof.get("deploy_macs"),
-                "runs": [{k: v for k, v in r.items() if k != "profile"} for r in runs],
+                "runs": [{k: v for k, v in r.items() if k not in ("profile", "score")} for r in runs],
+                "score": runs[0]["score"],
                 "accuracy": summarize(accs).to_dict() if accs else None,
                 "diverged": sum(r["status"] == DIVERGED for r in runs),
                 "not_converged": sum(r["status"] == NOT_CONVERGED for r in runs),
@@ -184,6 +185,11 @@ def _health(row: dict[str, Any]) -> str:
     return ", ".join(parts) or "ok"
 
 
+def score_label(rows: Sequence[dict[str, Any]]) -> str:
+    """What the study's "accuracy" numbers are: "mIoU" when every row is a segmentation run, else "accuracy"."""
+    return "mIoU" if rows and all(r.get("score") == "mean IoU" for r in rows) else "accuracy"
+
+
 def render_table(rows: Sequence[dict[str, Any]], axes: Sequence[str] = ("params", "macs")) -> str:
     """The comparison as a markdown table; the front column marks the Pareto fronts (P deploy params,
     T training params, S deploy bytes, M MACs)."""
@@ -191,7 +197,8 @@ def render_table(rows: Sequence[dict[str, Any]], axes: Sequence[str] = ("params"
     sweep = len({r["budget"] for r in rows}) > 1
     reference = rows[0]["reference"] if rows else "conv"
     head = (["conv"] + (["budget"] if sweep else []) + ["width", "train params", "deploy params", "size KiB",
-            "MACs (M)", "accuracy % (mean ± std)", "95% CI", f"Δ vs {reference} (95% CI)", "verdict", "health"]
+            "MACs (M)", f"{score_label(rows)} % (mean ± std)", "95% CI", f"Δ vs {reference} (95% CI)", "verdict",
+            "health"]
             + [f"{d.upper()} latency ×standard" for d in devices] + ["front"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -273,7 +280,9 @@ def render_report(spec: StudySpec, results: dict[str, Any], plotted: bool) -> st
         f"amp {cfg.amp}" + (f", {cfg.train_subset} training images" if cfg.train_subset else "")
         + (f", {cfg.test_subset} test images" if cfg.test_subset else ", full test set")
         + f"), {spec.threads} thread(s) per run; {spec.seeds} paired seeds per operator (seed k: the same data "
-        f"order and augmentation for every operator). Accuracy"
+        f"order and augmentation for every operator). "
+        + ("Score: the mean IoU of the test masks (segmentation), in %, called accuracy below. "
+           if score_label(rows) == "mIoU" else "") + "Accuracy"
         + (" (each run's mean test accuracy over its last five evaluations)" if spec.metric == "last5" else "")
         + ": mean ± sample std over the seeds that did not "
         f"diverge and the Student-t 95% confidence interval of the mean; Δ: the paired difference to "
@@ -306,7 +315,8 @@ def render_report(spec: StudySpec, results: dict[str, Any], plotted: bool) -> st
                       f"interleaved runs, ratio to the standard {spec.model} (nn.Conv2d, width 1) timed in the same "
                       f"process; {m.get('cpu', '?')}, {m.get('torch_threads', '?')} threads, torch "
                       f"{m.get('torch', '?')}" + (f", GPU {m['gpu']}" if m.get("gpu") else "") + "."]
-    parts += ["", "## Runs", "", "| conv | budget | width | seed | accuracy % | health | training s | run |",
+    parts += ["", "## Runs", "",
+              f"| conv | budget | width | seed | {score_label(rows)} % | health | training s | run |",
               "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         for run in r["runs"]:

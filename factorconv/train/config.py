@@ -31,6 +31,9 @@ class TrainConfig:
     model: str = "resnet20"
     conv: str | None = None
     conv_kwargs: dict[str, Any] = field(default_factory=dict)
+    # where `conv` goes: comma-separated shell patterns on layer names ("backbone.*", "head.*"); the other
+    # layers stay plain convs (DO-Conv's Table 4 stages). None: everywhere the model puts its operator.
+    conv_scope: str | None = None
     width: float | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     # data
@@ -134,6 +137,11 @@ class TrainConfig:
             raise bad("augment_pad", "an integer >= 0")
         if self.seed < 0:
             raise bad("seed", "an integer >= 0")
+        if self.conv_scope is not None:
+            if not self.conv:
+                raise bad("conv_scope", "null unless conv names the operator to place")
+            if not [p for p in self.conv_scope.split(",") if p.strip()]:
+                raise bad("conv_scope", "comma-separated layer-name patterns such as 'backbone.*'")
         from ..registry import check_model_options
 
         check_model_options(self.model_kwargs, "config field 'model_kwargs': key")

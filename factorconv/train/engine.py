@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import fnmatch
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
@@ -21,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -38,6 +38,7 @@ from .progress import Progress
 from .rundir import RunDir, RunDirError, environment
 from .schedule import lr_at
 from .state import TrainState
+from .task import SCORE_NAMES, Scores, check_task, correct_and_count, task_loss
 from .transfer import load_initial_weights, select_trainable
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "build_model",
     "evaluate_checkpoint",
     "evaluate_model",
+    "evaluate_scores",
     "fit",
     "load_trained",
     "resolve_config",
@@ -117,9 +119,23 @@ def resume_config(run: str | Path, changes: dict[str, Any] | None = None) -> Tra
     return resolve_config(None, None, changes, base=saved)
 
 
-def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> nn.Module:
-    return create_model(cfg.model, conv=cfg.conv, width=cfg.width, num_classes=num_classes, in_chans=in_chans,
-                        conv_kwargs=cfg.conv_kwargs, **cfg.model_kwargs)
+def build_model(cfg: TrainConfig, num_classes: int, in_chans: int,
+                input_size: tuple[int, ...] | None = None) -> nn.Module:
+    """The model a config trains. With `conv_scope`, the model is built plain and `convert` puts the operator
+    in the matching layers only (`input_size`, (C, H, W), for operators that look at the whole model)."""
+    if cfg.conv_scope is None:
+        return create_model(cfg.model, conv=cfg.conv, width=cfg.width, num_classes=num_classes, in_chans=in_chans,
+                            conv_kwargs=cfg.conv_kwargs, **cfg.model_kwargs)
+    from ..convert import convert
+
+    model = create_model(cfg.model, width=cfg.width, num_classes=num_classes, in_chans=in_chans,
+                         **cfg.model_kwargs)
+    patterns = [p.strip() for p in cfg.conv_scope.split(",") if p.strip()]
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    if not any(fnmatch.fnmatchcase(n, p) for n in names for p in patterns):
+        raise ValueError(f"config field 'conv_scope' = {cfg.conv_scope!r} matches no conv of {cfg.model} (its convs "
+                         f"are named like {', '.join(names[:3])}, ...)")
+    return convert(model, cfg.conv, conv_kwargs=cfg.conv_kwargs, include=patterns, input_size=input_size)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -158,27 +174,30 @@ def _default_run_dir(cfg: TrainConfig) -> str:
     return str(Path("runs") / "-".join(parts))
 
 
-def evaluate_model(model: nn.Module, loader: TensorLoader, ctx: DistContext | None = None,
-                   amp: torch.dtype | None = None) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of `model` (eval mode) over `loader`, summed over ranks under DDP
-    (every rank evaluates rank 0's BatchNorm statistics)."""
+def evaluate_scores(model: nn.Module, loader: TensorLoader, ctx: DistContext | None = None,
+                    amp: torch.dtype | None = None) -> dict[str, float]:
+    """`model` (eval mode) over `loader`, summed over ranks under DDP (every rank evaluates rank 0's BatchNorm
+    statistics): {"test_loss", "test_acc"}, test_acc being the task's score (top-1 accuracy; mean IoU for
+    segmentation, with "test_pixel_acc" beside it)."""
     ctx = ctx or DistContext(0, 1, 0, 1, loader.device)
     net = _unwrap(model)
     broadcast_buffers(net, ctx)
     was_training = net.training
     net.eval()
-    sums = torch.zeros(3, dtype=torch.float64, device=ctx.device)
+    scores = Scores(loader.num_classes, loader.task == "segmentation", ctx.device)
     with torch.no_grad(), _autocast(ctx.device, amp):
         for x, y in loader.epoch(0):
-            if not len(y):
-                continue
-            out = net(x).float()
-            sums[0] += F.cross_entropy(out, y, reduction="sum").double()
-            sums[1] += (out.argmax(1) == y).sum().double()
-            sums[2] += len(y)
+            if len(y):
+                scores.add(net(x).float(), y)
     net.train(was_training)
-    total = all_reduce_sum(sums, ctx).tolist()
-    return total[0] / max(total[2], 1), total[1] / max(total[2], 1)
+    return scores.result(all_reduce_sum(scores.sums, ctx))
+
+
+def evaluate_model(model: nn.Module, loader: TensorLoader, ctx: DistContext | None = None,
+                   amp: torch.dtype | None = None) -> tuple[float, float]:
+    """(mean cross-entropy, score) of `model` over `loader`: `evaluate_scores`' test_loss and test_acc."""
+    scores = evaluate_scores(model, loader, ctx, amp)
+    return scores["test_loss"], scores["test_acc"]
 
 
 class Trainer:
@@ -315,10 +334,18 @@ class Trainer:
 
         if device.type == "cpu":  # count on meta first: a model too large to train is an error, not a crash
             with torch.device("meta"):
-                counted = build_model(cfg, train_set.num_classes, train_set.channels)
+                counted = build_model(cfg, train_set.num_classes, train_set.channels, self.input_size)
             check_memory(count_params(counted), 4, f"{cfg.model} (conv={cfg.conv}, width={cfg.width})")
         torch.manual_seed(cfg.seed)
-        model = build_model(cfg, train_set.num_classes, train_set.channels).to(device)
+        try:
+            model = build_model(cfg, train_set.num_classes, train_set.channels, self.input_size).to(device)
+        except ValueError as err:
+            raise TrainError(str(err)) from None
+        try:
+            check_task(model, train_set.task, cfg.model, cfg.data)
+        except ValueError as err:
+            raise TrainError(str(err)) from None
+        self.task = train_set.task
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         if cfg.sync_bn:
@@ -404,11 +431,11 @@ class Trainer:
             aux = None
             if isinstance(out, tuple):  # a model with an auxiliary head in training (DARTS): (logits, aux)
                 out, aux = out
-            loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
+            loss = task_loss(out.float(), y, cfg.label_smoothing)
             if aux is not None:
-                loss = loss + cfg.aux_weight * F.cross_entropy(aux.float(), y, label_smoothing=cfg.label_smoothing)
-        stats = torch.stack([loss.detach().double() * len(y), (out.argmax(1) == y).sum().double(),
-                             torch.tensor(len(y), dtype=torch.float64, device=self.device),
+                loss = loss + cfg.aux_weight * task_loss(aux.float(), y, cfg.label_smoothing)
+        correct, count = correct_and_count(out, y)  # images, or scored pixels
+        stats = torch.stack([loss.detach().double() * count, correct, count,
                              (~torch.isfinite(loss.detach())).double()])
         stats = all_reduce_sum(stats, ctx).tolist()
         if stats[3]:
@@ -450,8 +477,8 @@ class Trainer:
                   "train_loss": train_loss, "train_acc": train_acc,
                   "lr": lr_at(cfg, s.step - 1, self.steps_per_epoch, self.total)}
         if finished or (epoch_done and cfg.eval_every and (s.epoch + 1) % cfg.eval_every == 0):
-            test_loss, test_acc = evaluate_model(self.wrapped, self.test_loader, self.ctx, self.amp)
-            s.last_eval = {"test_loss": test_loss, "test_acc": test_acc}
+            s.last_eval = evaluate_scores(self.wrapped, self.test_loader, self.ctx, self.amp)
+            test_acc = s.last_eval["test_acc"]
             s.add_eval(test_acc)
             record.update(s.last_eval)
             if s.best["test_acc"] is None or test_acc > s.best["test_acc"]:
@@ -460,7 +487,8 @@ class Trainer:
         s.last_record = record
         if self.ctx.is_main:
             self.run.append_metrics(record)
-            test = (f" | test loss {record['test_loss']:.4f} acc {100 * record['test_acc']:.2f}%"
+            score = "mIoU" if self.task == "segmentation" else "acc"
+            test = (f" | test loss {record['test_loss']:.4f} {score} {100 * record['test_acc']:.2f}%"
                     if "test_acc" in record else "")
             self.progress.write(f"epoch {record['epoch']:.4g}: train loss {record['train_loss']:.4f} acc "
                                 f"{100 * record['train_acc']:.2f}%{test} | {s.train_seconds:.0f} s training")
@@ -515,6 +543,7 @@ class Trainer:
         return {
             "status": status, "run_dir": str(self.run.path), "model": cfg.model, "conv": cfg.conv,
             "width": cfg.width, "data": cfg.data, "preset": cfg.preset, "health": health,
+            "task": self.task, "score": SCORE_NAMES[self.task],
             "loss_trace": s.loss_trace.finished(), "steps": s.step, "epochs": s.step / self.steps_per_epoch,
             "train_seconds": s.train_seconds, "seconds": s.seconds + time.perf_counter() - self.t_start,
             "world_size": self.ctx.world_size, "device": str(self.device),
@@ -578,7 +607,7 @@ def load_trained(
     if cfg.classes is not None:
         test = select_classes(test, cfg.classes)
     test = test.subset(cfg.test_subset, TEST_SUBSET_SEED)
-    model = build_model(cfg, test.num_classes, test.channels)
+    model = build_model(cfg, test.num_classes, test.channels, tuple(test.images.shape[1:]))
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, TypeError, KeyError) as err:
@@ -606,9 +635,9 @@ def evaluate_checkpoint(
     ctx = init_distributed(device)
     loader = TensorLoader(test, batch_size, shuffle=False, mean=state["mean"], std=state["std"], device=ctx.device)
     model = model.to(ctx.device)
-    loss, acc = evaluate_model(model, loader)
     result: dict[str, Any] = {"checkpoint": str(path), "model": cfg.model, "conv": cfg.conv, "data": cfg.data,
-                              "step": state["step"], "test_loss": loss, "test_acc": acc, "images": len(test)}
+                              "step": state["step"], **evaluate_scores(model, loader), "images": len(test),
+                              "score": SCORE_NAMES[test.task]}
     if fold:
         folded = fold_model(copy.deepcopy(model)).eval()
         f_loss, f_acc = evaluate_model(folded, loader)

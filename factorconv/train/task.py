@@ -1,0 +1,88 @@
+"""What a task trains on and scores, told apart by the labels' shape: classification (a label per image,
+scored by top-1 accuracy) and semantic segmentation (a label per pixel, IGNORE_INDEX pixels left out; scored by
+mean IoU over the classes present in prediction or truth, as in VOC). The engine's loss, its running training
+accuracy (pixel accuracy for segmentation) and evaluation all go through here.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data.base import IGNORE_INDEX
+
+__all__ = ["SCORE_NAMES", "Scores", "check_task", "correct_and_count", "mean_iou", "task_loss", "task_of"]
+
+# the score `test_acc` holds for each task (result.json's "score")
+SCORE_NAMES = {"classification": "top-1 accuracy", "segmentation": "mean IoU"}
+
+
+def task_of(labels: Tensor) -> str:
+    return "segmentation" if labels.dim() == 3 else "classification"
+
+
+def check_task(model: nn.Module, data_task: str, model_name: str, data_name: str) -> None:
+    """A model's own task (`task` attribute; classification when absent) must be the data's."""
+    model_task = getattr(model, "task", "classification")
+    if model_task != data_task:
+        sets = ("fashion-mnist-seg, synthetic-seg or seg-folder" if model_task == "segmentation"
+                else "fashion-mnist, cifar10, folder, ...")
+        raise ValueError(f"model {model_name} is a {model_task} model but data set {data_name} is for {data_task}; "
+                         f"use a {model_task} data set ({sets}) or a {data_task} model")
+
+
+def task_loss(out: Tensor, y: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """Mean cross-entropy over the images (classification) or the scored pixels (segmentation)."""
+    if y.dim() == 3:
+        return F.cross_entropy(out, y, ignore_index=IGNORE_INDEX, label_smoothing=label_smoothing)
+    return F.cross_entropy(out, y, label_smoothing=label_smoothing)
+
+
+def correct_and_count(out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Correct predictions and how many were scored (images, or pixels not ignored), as float64 tensors."""
+    pred = out.argmax(1)
+    if y.dim() == 3:
+        scored = y != IGNORE_INDEX
+        return ((pred == y) & scored).sum().double(), scored.sum().double()
+    return (pred == y).sum().double(), torch.tensor(len(y), dtype=torch.float64, device=y.device)
+
+
+def mean_iou(confusion: Tensor) -> float:
+    """Mean over classes of TP / (TP + FP + FN), from a (truth, prediction) confusion matrix; classes absent
+    from both truth and prediction are left out (no 0/0)."""
+    tp = confusion.diagonal()
+    union = confusion.sum(0) + confusion.sum(1) - tp
+    present = union > 0
+    return float((tp[present] / union[present]).mean()) if present.any() else 0.0
+
+
+class Scores:
+    """Sums over evaluation batches: loss, correct, count, and for segmentation the confusion matrix; one
+    float64 vector, so one all-reduce sums it over ranks."""
+
+    def __init__(self, num_classes: int, segmentation: bool, device: torch.device) -> None:
+        self.num_classes, self.segmentation = num_classes, segmentation
+        self.sums = torch.zeros(3 + (num_classes * num_classes if segmentation else 0), dtype=torch.float64,
+                                device=device)
+
+    def add(self, out: Tensor, y: Tensor) -> None:
+        correct, count = correct_and_count(out, y)
+        if y.dim() == 3:
+            loss = F.cross_entropy(out, y, ignore_index=IGNORE_INDEX, reduction="sum")
+            scored = y != IGNORE_INDEX
+            pairs = y[scored] * self.num_classes + out.argmax(1)[scored]
+            self.sums[3:] += torch.bincount(pairs, minlength=self.num_classes ** 2).double()
+        else:
+            loss = F.cross_entropy(out, y, reduction="sum")
+        self.sums[:3] += torch.stack([loss.double(), correct, count])
+
+    def result(self, sums: Tensor) -> dict[str, float]:
+        """{"test_loss", "test_acc"} (test_acc is the task's score: accuracy, or mean IoU with the pixel
+        accuracy beside it as "test_pixel_acc") from the (reduced) sums."""
+        loss, correct, count = sums[:3].tolist()
+        count = max(count, 1)
+        if not self.segmentation:
+            return {"test_loss": loss / count, "test_acc": correct / count}
+        confusion = sums[3:].view(self.num_classes, self.num_classes)
+        return {"test_loss": loss / count, "test_acc": mean_iou(confusion), "test_pixel_acc": correct / count}
