@@ -66,3 +66,18 @@ register_model(
     "vgg16", tags=("cifar", "vgg"),
     description="VGG-16 with BN for CIFAR: 13 convs without bias, FC 512 -> classes",
 )(functools.partial(VGG, VGG16, name="vgg16"))
+
+# The few-shot backbones (Vinyals et al.; MAML's and Chen et al.'s Conv-4): blocks of 3x3 conv (32 channels)
+# + BN + ReLU with a 2x2 max-pool after each stage; Conv-8 is the deeper network of the same width for MAML's
+# depth comparison (ACDC's Figure 5), its four extra blocks in the two low-resolution stages (1.4x the MACs)
+CONV4 = (32, "M", 32, "M", 32, "M", 32, "M")
+CONV8 = (32, "M", 32, "M", 32, 32, 32, "M", 32, 32, 32, "M")
+register_model(
+    "conv4", input_size=(1, 28, 28), tags=("fewshot",),
+    description="the few-shot Conv-4: four 3x3 conv (32) + BN + ReLU + max-pool blocks, FC 32 -> classes",
+)(functools.partial(VGG, CONV4, name="conv4"))
+register_model(
+    "conv8", input_size=(1, 28, 28), tags=("fewshot",),
+    description="Conv-4 twice as deep: eight 3x3 conv (32) + BN + ReLU blocks, three in each of the last two "
+                "pooling stages",
+)(functools.partial(VGG, CONV8, name="conv8"))
