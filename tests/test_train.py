@@ -249,21 +249,25 @@ def test_transfer_from_a_run_to_held_out_classes_training_only_a_part(tmp_path: 
     source = small(tmp_path, "source", classes=[0, 1, 2, 3, 4], **tiny)
     fit(source)
     before = load_checkpoint(source.run_dir)["model"]
-    for part, changed in (("coefficients", ".coefficients"), ("head", "fc."), ("bn", "bn")):
+    for part, changed in (("coefficients", (".coefficients",)), ("head", ("fc.",)), ("bn", ("bn",)),
+                          ("atoms+head", (".atoms", "fc."))):
         cfg = small(tmp_path, part, classes=[5, 6, 7, 8, 9], init_from=source.run_dir, train_only=part, **tiny)
         result = fit(cfg)
         after = load_checkpoint(cfg.run_dir)["model"]
         for name, value in after.items():
-            if name.startswith("fc.") and part != "head":
+            if name.startswith("fc.") and "head" not in part:
                 continue  # a fresh classifier for the new classes (and not trained unless it is the part)
             if "running_" in name or "num_batches" in name:
                 continue  # BatchNorm statistics follow the new data in training mode
             moved = not torch.equal(value, before[name])
-            assert moved == (changed in name), (part, name)
+            assert moved == any(c in name for c in changed), (part, name)
         assert 0 < result["trained_params"] < result["profile"]["params"]
         assert result["test_acc"] is not None
     with pytest.raises(ValueError, match="the model has no atoms to train"):
         fit(small(tmp_path, "plain", train_only="atoms", steps=1))
+    for bad in ("atoms+atoms", "all+head", "atoms+wings"):
+        with pytest.raises(ValueError, match=r"joined by '\+'"):
+            small(tmp_path, "bad", train_only=bad).validate()
     with pytest.raises(ValueError, match=r"classes must be distinct class indices in \[0, 10\)"):
         fit(small(tmp_path, "bad", classes=[3, 3]))
 

@@ -21,7 +21,8 @@ _AMP = ("auto", "native", "off", "bf16", "fp16")
 _PROGRESS = ("auto", "bar", "plain", "off")
 _DEVICES = ("auto", "cpu", "cuda")
 # which parameters a run trains (the rest stay as initialised, or as `init_from` left them): ACDC's
-# adaptation experiments fine-tune only its atoms, its coefficients, the BatchNorms or the classifier
+# adaptation experiments fine-tune only its atoms, its coefficients, the BatchNorms or the classifier;
+# parts combine with "+" ("atoms+head": a new task's classifier with the atoms)
 TRAIN_ONLY = ("all", "atoms", "coefficients", "bn", "head")
 
 
@@ -95,9 +96,14 @@ class TrainConfig:
                 raise bad(f.name, expected)
 
         for name, choices in (("schedule", SCHEDULES), ("amp", _AMP), ("progress", _PROGRESS),
-                              ("device", _DEVICES), ("train_only", TRAIN_ONLY)):
+                              ("device", _DEVICES)):
             if getattr(self, name) not in choices:
                 raise bad(name, f"one of {', '.join(choices)}")
+        parts = self.train_only.split("+")
+        if len(set(parts)) != len(parts) or not all(p in TRAIN_ONLY for p in parts) or (
+                "all" in parts and len(parts) > 1):
+            raise bad("train_only", f"'all' or one or more of {', '.join(TRAIN_ONLY[1:])} joined by '+' "
+                                    "(e.g. atoms+head)")
         for name in ("batch_size", "log_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise bad(name, "a positive integer")

@@ -39,10 +39,18 @@ def _head(model: nn.Module) -> nn.Linear:
 
 
 def select_trainable(model: nn.Module, part: str) -> list[nn.Parameter]:
-    """Leave requires_grad on only the parameters of `part` ("all", "atoms", "coefficients", "bn", "head") and
-    return them; ValueError when the model has none of that part."""
+    """Leave requires_grad on only the parameters of `part` ("all", or "atoms", "coefficients", "bn", "head",
+    several joined by "+") and return them; ValueError when the model has none of a part."""
     if part == "all":
         return [p for p in model.parameters() if p.requires_grad]
+    keep = {id(p) for one in part.split("+") for p in _part(model, one)}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.requires_grad_(id(p) in keep)
+    return [p for p in model.parameters() if id(p) in keep]
+
+
+def _part(model: nn.Module, part: str) -> list[nn.Parameter]:
     if part == "atoms":
         chosen = [m.atoms for m in model.modules() if isinstance(m, ACDCConv2d)]
     elif part == "coefficients":
@@ -56,8 +64,4 @@ def select_trainable(model: nn.Module, part: str) -> list[nn.Parameter]:
     if not chosen:
         raise ValueError(f"train_only={part!r}: the model has no {part} to train (atoms and coefficients are "
                          "ACDC's: conv='acdc')")
-    keep = {id(p) for p in chosen}
-    with torch.no_grad():
-        for p in model.parameters():
-            p.requires_grad_(id(p) in keep)
-    return [p for p in model.parameters() if id(p) in keep]
+    return chosen
