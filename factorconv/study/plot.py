@@ -58,7 +58,8 @@ def plot_study(rows: Sequence[dict[str, Any]], axes: Sequence[str], path: Path, 
         if values and max(values) / max(min(values), 1) > 20:
             ax.set_xscale("log")
         ax.set_xlabel(label)
-        ax.set_ylabel("test accuracy % (mean, 95% CI)")
+        ax.set_ylabel("test mIoU % (mean, 95% CI)" if rows and all(r.get("score") == "mean IoU" for r in rows)
+                      else "test accuracy % (mean, 95% CI)")
         ax.grid(True, alpha=0.3)
         ax.set_title(f"accuracy vs {label}")
     panels[0][-1].legend(fontsize=8, loc="best")

@@ -154,7 +154,8 @@ def build_report(out: str | Path) -> dict[str, Any]:
 def title(spec: StudySpec) -> str:
     budgets = spec.budgets
     what = (f"budget {budgets[0]}" if len(budgets) == 1 else
-            f"budgets {budgets[0].by}={','.join(human(b.value) for b in budgets)}" if budgets else "width 1")
+            f"budgets {budgets[0].by}={','.join(human(b.value) for b in budgets)}" if budgets else
+            f"width {spec.width:g}")
     return f"{spec.model} on {spec.data}, {what}, preset {spec.preset}"
 
 
