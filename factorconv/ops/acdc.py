@@ -25,10 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..functional import expand_grouped_kernel, shuffle_permutation
 from ..registry import register_conv
 from .base import ConvOperator
-from .chain import AddBias
+from .chain import ChainPart, ChainPlan, Gather, compose_plan, deploy_plan
 from .channel import ChannelGather
 from .spec import Cost, conv_macs, float_bits
 
@@ -169,9 +168,15 @@ class ACDCConv2d(ConvOperator):
             in_gather = None if sets == g_in else torch.tensor(replicate, device="cpu")
             self.conv_groups = sets
         self.sets, self.block = sets, block
-        self.in_gather = nn.Identity() if in_gather is None else ChannelGather(in_gather, cin)
-        shuffle = shuffle_permutation(cout, sets) if sets > 1 else None
-        self.out_shuffle = nn.Identity() if shuffle is None else ChannelGather(shuffle, cout)
+        # ACDC-g is a one-part chain: the input gather (groups of inputs shared by several output groups), the
+        # grouped conv, the output shuffle; composed and deployed as every chain is (chain.py)
+        gathers = (None if in_gather is None else Gather(in_gather, cin),
+                   Gather.shuffle(cout, sets) if sets > 1 else None)
+        self.chain_plan = ChainPlan(cin, (ChainPart(sets * block[1] if sets > 1 else cin, cout, self.kernel_size,
+                                                    self.conv_groups, self.stride, self.padding, self.dilation),),
+                                    gathers)
+        self.in_gather = nn.Identity() if gathers[0] is None else gathers[0].module()
+        self.out_shuffle = nn.Identity() if gathers[1] is None else gathers[1].module()
         kh, kw = self.kernel_size
         self.atoms = nn.Parameter(torch.empty(sets, atoms, kh, kw))
         _orthogonal_atoms(self.atoms)
@@ -234,14 +239,7 @@ class ACDCConv2d(ConvOperator):
         """Grouped weight -> the dense kernel of input gather, grouped conv and output shuffle."""
         if self.sets == 1:
             return weight.contiguous()
-        w = expand_grouped_kernel(weight, self.sets)
-        if isinstance(self.in_gather, ChannelGather):
-            kh, kw = w.shape[-2:]
-            w = w.new_zeros(w.shape[0], self.in_channels + 1, kh, kw).index_add(1, self.in_gather.index, w)
-            w = w[:, : self.in_channels]
-        if isinstance(self.out_shuffle, ChannelGather):
-            w = w.index_select(0, self.out_shuffle.index)
-        return w.contiguous()
+        return compose_plan(self.chain_plan, [weight]).contiguous()
 
     @torch.jit.unused
     def _eager_forward(self, x: Tensor) -> Tensor:
@@ -317,18 +315,7 @@ class ACDCConv2d(ConvOperator):
         """ACDC-g's grouped conv with its gathers (far smaller than the fold)."""
         with torch.no_grad():
             weight = self.group_weight(self.atoms).detach()
-        conv = nn.Conv2d(weight.shape[1] * self.sets, self.out_channels, self.kernel_size, self.stride, self.padding,
-                         self.dilation, self.sets, bias=False, device=weight.device, dtype=weight.dtype)
-        with torch.no_grad():
-            conv.weight.copy_(weight)
-        modules: list[nn.Module] = [conv]
-        if isinstance(self.in_gather, ChannelGather):
-            modules.insert(0, ChannelGather(self.in_gather.index_cpu, self.in_channels))
-        if isinstance(self.out_shuffle, ChannelGather):
-            modules.append(ChannelGather(self.out_shuffle.index_cpu, self.out_channels))
-        if self.bias is not None:
-            modules.append(AddBias(self.bias.detach().clone()))
-        return nn.Sequential(*modules)
+        return deploy_plan(self.chain_plan, [weight], self.bias)
 
     # -- fitting -----------------------------------------------------------------------------------------
     def blocks_from_dense(self, dense: Tensor) -> Tensor:

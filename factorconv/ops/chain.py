@@ -1,25 +1,223 @@
 """Operators that are a chain of (group) convs with channel gathers between them: optimized separable
-convolution, interleaved group convolutions. `GroupConvChain` owns what they share: composing the chain
-into the dense kernel, running it as the feature path, its costs, and its deploy form.
+convolution, interleaved group convolutions, ACDC-g.
+
+The chain is data first: a `ChainPlan` (its `ChainPart`s: channels, kernel, groups, geometry; and a
+`Gather` before every part and after the last: what kind it is, shuffle, pad, prefix, permutation or
+general) is what the planners return (`plan_osep(...).chain(...)`, `igcv1_chain`, `igcv2_chain`, ACDC-g's
+grouping), what `reach` answers connectivity and receptive-field questions from, and what
+`GroupConvChain` builds, composes into the dense kernel, runs as the feature path, costs and deploys.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..functional import compose_kernels, expand_grouped_kernel, take_grouped_kernel
+from ..functional import compose_kernels, expand_grouped_kernel, shuffle_permutation, take_grouped_kernel
 from .base import ConvOperator
-from .channel import ChannelGather
+from .channel import ChannelGather, Reach, chain_reach
 from .runtime import compose_for_cache, full_precision, in_layout
 from .spec import Cost, conv_macs, conv_output_hw, float_bits
 from .speed import GATHER_MAC_EQUIVALENT, GROUP_RATE_CHANNELS
 
-__all__ = ["AddBias", "GroupConvChain"]
+__all__ = ["AddBias", "ChainPart", "ChainPlan", "Gather", "GroupConvChain", "compose_plan", "deploy_plan"]
+
+GATHER_KINDS = ("prefix", "pad", "shuffle", "permutation", "general")
+
+
+def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+@dataclass(frozen=True)
+class ChainPart:
+    """One (group) conv of a chain, without bias: channels, kernel, groups and where it carries the layer's
+    stride, padding and dilation."""
+
+    in_channels: int
+    out_channels: int
+    kernel_size: tuple[int, int]
+    groups: int = 1
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+
+    def __post_init__(self) -> None:
+        for name in ("kernel_size", "stride", "padding", "dilation"):
+            object.__setattr__(self, name, _pair(getattr(self, name)))
+        if self.groups < 1 or self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f"ChainPart: {self.groups} groups must divide {self.in_channels} -> "
+                             f"{self.out_channels} channels")
+
+    @property
+    def params(self) -> int:
+        return self.out_channels * self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
+
+    def conv(self, **factory: Any) -> nn.Conv2d:
+        return nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
+                         self.dilation, self.groups, bias=False, **factory)
+
+    def replicate(self, copies: int) -> ChainPart:
+        """The part of `copies` independent conv groups side by side."""
+        return ChainPart(self.in_channels * copies, self.out_channels * copies, self.kernel_size,
+                         self.groups * copies, self.stride, self.padding, self.dilation)
+
+
+@dataclass(frozen=True, eq=False)
+class Gather:
+    """y[:, j] = x[:, index[j]] over `source` channels, an index equal to `source` giving a zero channel;
+    `kind` says what it is (GATHER_KINDS; `shuffle_groups` for a shuffle): planners that build a shuffle or
+    a padding say so, so the runtime does not have to recognise it."""
+
+    index: Tensor
+    source: int
+    kind: str = "general"
+    shuffle_groups: int = 0
+
+    def __post_init__(self) -> None:
+        index = torch.as_tensor(self.index, dtype=torch.long, device="cpu")
+        object.__setattr__(self, "index", index)
+        if index.ndim != 1 or (index.numel() and (int(index.min()) < 0 or int(index.max()) > self.source)):
+            raise ValueError(f"Gather: index must be a 1-d tensor of values in [0, {self.source}]")
+        if self.kind not in GATHER_KINDS:
+            raise ValueError(f"Gather: kind must be one of {', '.join(GATHER_KINDS)}, got {self.kind!r}")
+
+    @classmethod
+    def shuffle(cls, channels: int, groups: int) -> Gather:
+        """The channel shuffle of `channels` channels in `groups` groups (ShuffleNet's)."""
+        return cls(shuffle_permutation(channels, groups), channels, "shuffle", groups)
+
+    @classmethod
+    def pad(cls, source: int, width: int) -> Gather:
+        """The `source` channels then zero channels up to `width`."""
+        return cls(torch.tensor([min(i, source) for i in range(width)]), source, "pad")
+
+    @classmethod
+    def prefix(cls, source: int, width: int) -> Gather:
+        """The first `width` of `source` channels."""
+        return cls(torch.arange(width), source, "prefix")
+
+    @classmethod
+    def permutation(cls, index: Tensor) -> Gather:
+        return cls(index, int(torch.as_tensor(index).numel()), "permutation")
+
+    @property
+    def width(self) -> int:
+        return self.index.numel()
+
+    def replicate(self, copies: int) -> Gather:
+        """The gather applied independently to `copies` consecutive blocks of `source` channels (zero channels
+        stay zero channels)."""
+        if copies == 1:
+            return self
+        zero = self.index == self.source
+        index = torch.cat([torch.where(zero, copies * self.source, self.index + q * self.source)
+                           for q in range(copies)])
+        kind = "general" if self.kind == "shuffle" else self.kind
+        kind = "general" if kind in ("pad", "prefix") else kind
+        return Gather(index, copies * self.source, kind)
+
+    def module(self) -> ChannelGather:
+        return ChannelGather(self.index, self.source, self.shuffle_groups if self.kind == "shuffle" else None)
+
+
+@dataclass(frozen=True, eq=False)
+class ChainPlan:
+    """A chain: `gathers[i]` runs before `parts[i]`, `gathers[-1]` after the last part (None: channels pass
+    unchanged), on an input of `in_channels` channels. Checked: each gather reads the width before it and
+    each part reads the width after its gather."""
+
+    in_channels: int
+    parts: tuple[ChainPart, ...]
+    gathers: tuple[Gather | None, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "parts", tuple(self.parts))
+        gathers = tuple(self.gathers) or (None,) * (len(self.parts) + 1)
+        object.__setattr__(self, "gathers", gathers)
+        if not self.parts or len(gathers) != len(self.parts) + 1:
+            raise ValueError("ChainPlan: needs parts and one gather (or None) before each and after the last")
+        width = self.in_channels
+        for i, gather in enumerate(gathers):
+            if gather is not None:
+                if gather.source != width:
+                    raise ValueError(f"ChainPlan: gather {i} reads {gather.source} channels, the chain has {width}")
+                width = gather.width
+            if i < len(self.parts):
+                if self.parts[i].in_channels != width:
+                    raise ValueError(f"ChainPlan: part {i} reads {self.parts[i].in_channels} channels, the chain "
+                                     f"has {width} there")
+                width = self.parts[i].out_channels
+        object.__setattr__(self, "_out", width)
+
+    @property
+    def out_channels(self) -> int:
+        return self._out  # type: ignore[attr-defined]
+
+    @property
+    def params(self) -> int:
+        return sum(p.params for p in self.parts)
+
+    def replicate(self, copies: int) -> ChainPlan:
+        """The chain run on `copies` independent conv groups (a conv with groups > 1)."""
+        if copies == 1:
+            return self
+        return ChainPlan(self.in_channels * copies, tuple(p.replicate(copies) for p in self.parts),
+                         tuple(None if g is None else g.replicate(copies) for g in self.gathers))
+
+    def layers(self, device: Any = "meta") -> list[nn.Module | Tensor]:
+        """The chain as convs (on `device`) and ChannelGathers, in order, identities left out."""
+        out: list[nn.Module | Tensor] = []
+        for i, gather in enumerate(self.gathers):
+            if gather is not None:
+                out.append(gather.module())
+            if i < len(self.parts):
+                out.append(self.parts[i].conv(device=device))
+        return out
+
+    def reach(self, expected_field: tuple[int, int] | None = None) -> Reach:
+        """Path counts and receptive field of the chain (IGCV's complementary condition: `one_path`; osep's
+        volumetric receptive field: `ok` against the replaced kernel)."""
+        return chain_reach(self.layers(), expected_field)
+
+
+def compose_plan(plan: ChainPlan, weights: Sequence[Tensor], start: int = 0) -> Tensor:
+    """The dense kernel of the plan's parts from `start` on with their gathers, the part weights given
+    (grouped, as nn.Conv2d holds them): (out_channels, source width of gather `start`, kh, kw)."""
+    total: Tensor | None = None
+    for gather, part, weight in zip(plan.gathers[start:-1], plan.parts[start:], weights[start:], strict=True):
+        w = expand_grouped_kernel(weight, part.groups)
+        if gather is not None:  # part(x[:, idx]) reads x through the gather
+            index = gather.index.to(w.device)
+            kh, kw = w.shape[-2:]
+            w = w.new_zeros(w.shape[0], gather.source + 1, kh, kw).index_add(1, index, w)[:, :gather.source]
+        total = w if total is None else compose_kernels(total, w)
+    final = plan.gathers[-1]
+    if final is not None:
+        total = total.index_select(0, final.index.to(total.device))
+    return total
+
+
+def deploy_plan(plan: ChainPlan, weights: Sequence[Tensor], bias: Tensor | None) -> nn.Sequential:
+    """The plan as plain modules with these part weights: gathers, nn.Conv2d (no bias) and the bias added at
+    the end (what deploy() ships where the factorized form is smaller than the fold)."""
+    modules: list[nn.Module] = []
+    for i, gather in enumerate(plan.gathers):
+        if gather is not None:
+            modules.append(gather.module())
+        if i < len(plan.parts):
+            conv = plan.parts[i].conv(device=weights[i].device, dtype=weights[i].dtype)
+            with torch.no_grad():
+                conv.weight.copy_(weights[i])
+            modules.append(conv)
+    if bias is not None:
+        modules.append(AddBias(bias.detach().clone()))
+    return nn.Sequential(*modules)
 
 
 class AddBias(nn.Module):
@@ -34,9 +232,10 @@ class AddBias(nn.Module):
 
 
 class GroupConvChain(ConvOperator):
-    """Base of chain operators: `parts` (nn.Conv2d, no bias) and `gathers` (one before every part and one
-    after the last; nn.Identity where the channels pass unchanged), set by `_set_chain`. The layer's bias
-    is added at the end. Linear: dense_weight composes the chain exactly."""
+    """Base of chain operators: built from a `ChainPlan` (`build_chain`, which a subclass calls from its
+    __init__) as `parts` (nn.Conv2d, no bias) and `gathers` (one before every part and one after the last;
+    nn.Identity where the channels pass unchanged); `chain_plan` is that plan. The layer's bias is added at
+    the end. Linear: dense_weight composes the chain exactly."""
 
     has_feature_path = True
     from_conv_exact = False  # structured and non-convex: fitted by gradient descent
@@ -47,17 +246,14 @@ class GroupConvChain(ConvOperator):
     parts: nn.ModuleList
     gathers: nn.ModuleList
 
-    def _set_chain(self, convs: Sequence[nn.Conv2d], gathers: Sequence[Tensor | None]) -> None:
-        """Install the chain: gathers[i] runs before convs[i], gathers[-1] after the last conv (None: none).
-        Each gather's source width is the channel count before it."""
-        if len(gathers) != len(convs) + 1:
-            raise ValueError("GroupConvChain: need one gather before each conv and one after the last")
-        sources = [self.in_channels] + [c.out_channels for c in convs]
-        self.parts = nn.ModuleList(convs)
-        self.gathers = nn.ModuleList(
-            nn.Identity() if index is None else ChannelGather(index, source)
-            for index, source in zip(gathers, sources, strict=True)
-        )
+    def build_chain(self, plan: ChainPlan) -> None:
+        """Install `plan` (its input and output widths must be the layer's)."""
+        if (plan.in_channels, plan.out_channels) != (self.in_channels, self.out_channels):
+            raise ValueError(f"{type(self).__name__}: the plan maps {plan.in_channels} -> {plan.out_channels} "
+                             f"channels, the layer {self.in_channels} -> {self.out_channels}")
+        self.chain_plan = plan
+        self.parts = nn.ModuleList(part.conv() for part in plan.parts)
+        self.gathers = nn.ModuleList(nn.Identity() if g is None else g.module() for g in plan.gathers)
         # (parameter versions, matrix) of the composed suffix in eval mode; see _suffix_matrix
         self._suffix_cache: tuple[list[int], Tensor] | None = None
         self._suffix_start = self._choose_suffix()
@@ -115,7 +311,7 @@ class GroupConvChain(ConvOperator):
 
     def chain(self) -> list[nn.Module]:
         """The layers the feature path runs, in order: gather, conv, gather, conv, ..., gather (nn.Identity
-        where channels pass unchanged); `factorconv.connectivity` and `volumetric_rf` read it."""
+        where channels pass unchanged); `chain_plan.reach()` answers what it connects."""
         chain: list[nn.Module] = []
         for gather, conv in zip(self.gathers, self.parts, strict=False):
             chain += [gather, conv]
@@ -124,18 +320,7 @@ class GroupConvChain(ConvOperator):
     def _compose_parts(self, start: int = 0) -> Tensor:
         """The dense kernel of the parts from `start` on with their gathers (the gather before part `start`
         included, the last gather too): (out_channels, source width of gather `start`, kh, kw)."""
-        total: Tensor | None = None
-        for gather, conv in zip(list(self.gathers)[start:-1], list(self.parts)[start:], strict=True):
-            w = expand_grouped_kernel(conv.weight, conv.groups)
-            if isinstance(gather, ChannelGather):  # conv(x[:, idx]) reads x through the gather
-                kh, kw = w.shape[-2:]
-                absorbed = w.new_zeros(w.shape[0], gather.in_channels + 1, kh, kw)
-                w = absorbed.index_add(1, gather.index, w)[:, : gather.in_channels]
-            total = w if total is None else compose_kernels(total, w)
-        final = self.gathers[-1]
-        if isinstance(final, ChannelGather):
-            total = total.index_select(0, final.index)
-        return total
+        return compose_plan(self.chain_plan, [conv.weight for conv in self.parts], start)
 
     def dense_weight(self) -> Tensor:
         return take_grouped_kernel(self._compose_parts(), self.groups).contiguous()
@@ -179,20 +364,7 @@ class GroupConvChain(ConvOperator):
 
     def factorized_deploy(self) -> nn.Module:
         """The chain of plain group convs and gathers (deploy() ships it where it is smaller than the fold)."""
-        modules: list[nn.Module] = []
-        for module in self.chain():
-            if isinstance(module, nn.Conv2d):
-                conv = nn.Conv2d(module.in_channels, module.out_channels, module.kernel_size, module.stride,
-                                 module.padding, module.dilation, module.groups, bias=False,
-                                 device=module.weight.device, dtype=module.weight.dtype)
-                with torch.no_grad():
-                    conv.weight.copy_(module.weight)
-                modules.append(conv)
-            elif isinstance(module, ChannelGather):
-                modules.append(ChannelGather(module.index_cpu, module.in_channels))
-        if self.bias is not None:
-            modules.append(AddBias(self.bias.detach().clone()))
-        return nn.Sequential(*modules).train(self.training)
+        return deploy_plan(self.chain_plan, [conv.weight for conv in self.parts], self.bias).train(self.training)
 
     def cost(self, in_hw: tuple[int, int]) -> Cost:
         params = sum(p.numel() for p in self.parameters())

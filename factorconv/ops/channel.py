@@ -1,11 +1,14 @@
 """Channel routing between the factors of an operator: `ChannelGather` (any reordering, duplication or
-zero padding of channels as one index_select) and `chain_connectivity` (which input channels each output
-channel of a chain of group convs and gathers reaches, and by how many paths).
+zero padding of channels as one index_select), `chain_connectivity` (which input channels each output
+channel of a chain of group convs and gathers reaches, and by how many paths) and `Reach`, the one result of
+every connectivity question: path counts with the chain's spatial receptive field (IGCV's complementary
+condition and osep's volumetric receptive-field condition are both read from it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -14,7 +17,7 @@ from torch import Tensor, nn
 
 from .speed import GATHER_MATMUL_MAX_CHANNELS
 
-__all__ = ["ChannelGather", "chain_connectivity", "gather_support", "group_support"]
+__all__ = ["ChannelGather", "Reach", "chain_connectivity", "chain_reach", "gather_support", "group_support"]
 
 
 class ChannelGather(nn.Module):
@@ -33,7 +36,9 @@ class ChannelGather(nn.Module):
 
     __jit_unused_properties__: ClassVar[list[str]] = ["out_channels"]  # TorchScript: forward reads index itself
 
-    def __init__(self, index: Tensor, in_channels: int) -> None:
+    def __init__(self, index: Tensor, in_channels: int, shuffle_groups: int | None = None) -> None:
+        """`shuffle_groups`: the planner's word that `index` is the channel shuffle in that many groups
+        (checked); without it a shuffle is recognised from the index."""
         super().__init__()
         # validated on the CPU, then placed like any other tensor built now (the meta device included)
         cpu = torch.as_tensor(index, dtype=torch.long, device="cpu")
@@ -43,7 +48,14 @@ class ChannelGather(nn.Module):
         self.index_cpu = cpu  # for connectivity analysis on any device
         self.register_buffer("index", cpu.to(torch.get_default_device()), persistent=False)
         self.pads = bool((cpu == in_channels).any())
-        self.shuffle_groups = _shuffle_groups(cpu, in_channels)
+        if shuffle_groups is None:
+            self.shuffle_groups = _shuffle_groups(cpu, in_channels)
+        else:
+            if cpu.numel() != in_channels or in_channels % shuffle_groups or not torch.equal(
+                    cpu, torch.arange(in_channels, device="cpu").view(shuffle_groups, -1).t().reshape(-1)):
+                raise ValueError(f"ChannelGather: index is not the channel shuffle of {in_channels} channels in "
+                                 f"{shuffle_groups} groups")
+            self.shuffle_groups = shuffle_groups if 1 < shuffle_groups < in_channels else 0
         k = min(cpu.numel(), in_channels)
         in_order = bool(torch.equal(cpu[:k], torch.arange(k, device="cpu")))
         # a prefix of the channels: a view; all channels then only zeros: padding
@@ -143,3 +155,54 @@ def chain_connectivity(chain: Sequence[nn.Module | Tensor]) -> Tensor:
     if paths is None:
         raise ValueError("chain_connectivity: empty chain")
     return paths
+
+
+@dataclass
+class Reach:
+    """What a chain of group convs and gathers connects: `paths` (out, in), the number of paths from each input
+    channel to each output channel; `receptive_field` its spatial receptive field, `expected_field` the one
+    of the conv it replaces (None: not checked)."""
+
+    paths: Tensor
+    receptive_field: tuple[int, int] | None = None
+    expected_field: tuple[int, int] | None = None
+
+    @property
+    def dense(self) -> bool:
+        """Every output channel depends on every input channel."""
+        return bool((self.paths > 0).all())
+
+    @property
+    def one_path(self) -> bool:
+        """Exactly one path for every pair: dense with no redundant connection (IGCV's complementary
+        condition)."""
+        return bool((self.paths == 1).all())
+
+    @property
+    def density(self) -> float:
+        return float((self.paths > 0).float().mean())
+
+    @property
+    def channel_ok(self) -> bool:
+        return self.dense
+
+    @property
+    def spatial_ok(self) -> bool:
+        return self.expected_field is None or self.receptive_field == self.expected_field
+
+    @property
+    def ok(self) -> bool:
+        """The volumetric receptive-field condition: the original spatial field and every output reaching
+        every input."""
+        return self.spatial_ok and self.channel_ok
+
+
+def chain_reach(chain: Sequence[nn.Module | Tensor], expected_field: tuple[int, int] | None = None) -> Reach:
+    """The Reach of a chain of convs, gathers and permutation tensors applied left to right."""
+    field, jump = [1, 1], [1, 1]  # receptive field and input-pixel distance between adjacent features
+    for item in chain:
+        if isinstance(item, nn.Conv2d):
+            for axis in (0, 1):
+                field[axis] += (item.kernel_size[axis] - 1) * item.dilation[axis] * jump[axis]
+                jump[axis] *= item.stride[axis]
+    return Reach(chain_connectivity(chain), (field[0], field[1]), expected_field)

@@ -25,18 +25,21 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..functional import shuffle_permutation
 from ..registry import register_conv
-from .chain import GroupConvChain
-from .channel import chain_connectivity
+from .chain import ChainPart, ChainPlan, Gather, GroupConvChain
+from .channel import Reach, chain_reach
 
 __all__ = [
     "Connectivity",
+    "IGCV1Chain",
+    "IGCV2Chain",
     "IGCV2Plan",
     "InterleavedGroupConv1",
     "InterleavedGroupConv2",
     "complementary_permutations",
     "connectivity",
+    "igcv1_chain",
+    "igcv2_chain",
     "plan_igcv2",
 ]
 
@@ -81,31 +84,15 @@ def complementary_permutations(branch_sizes: Sequence[int]) -> list[Tensor]:
     return perms
 
 
-@dataclass
-class Connectivity:
-    """The composed support of a chain: path counts per (output, input) channel pair."""
-
-    paths: Tensor
-
-    @property
-    def dense(self) -> bool:
-        """Every output channel depends on every input channel."""
-        return bool((self.paths > 0).all())
-
-    @property
-    def one_path(self) -> bool:
-        """Exactly one path for every pair: dense with no redundant connection."""
-        return bool((self.paths == 1).all())
-
-    @property
-    def density(self) -> float:
-        return float((self.paths > 0).float().mean())
+# The composed support of a chain (path counts per output/input pair): one result type with osep's
+# volumetric receptive field (`channel.Reach`)
+Connectivity = Reach
 
 
-def connectivity(chain: Sequence[nn.Module | Tensor]) -> Connectivity:
+def connectivity(chain: Sequence[nn.Module | Tensor]) -> Reach:
     """Connectivity of a chain of group convs (nn.Conv2d, operators with in/out channels and groups),
     ChannelGathers and permutation tensors, applied left to right."""
-    return Connectivity(chain_connectivity(chain))
+    return chain_reach(chain)
 
 
 @dataclass(frozen=True)
@@ -194,25 +181,107 @@ def plan_igcv2(
     return IGCV2Plan(c, s, sizes, cont, continuous_l)
 
 
-def _replicate(perm: Tensor | None, copies: int, source: int | None = None) -> Tensor | None:
-    """A gather over `source` channels (default: its length, a permutation) applied independently to
-    `copies` consecutive blocks of them."""
-    if perm is None or copies == 1:
-        return perm
-    c = perm.numel() if source is None else source
-    return torch.cat([perm + q * c for q in range(copies)])
-
-
-def _shuffle(channels: int, left_groups: int) -> Tensor | None:
+def _shuffle(channels: int, left_groups: int) -> Gather | None:
     """After a group conv with `left_groups` groups: the channel shuffle (none after a dense conv), so the
     next conv's branches take their channels from as many of those groups as they can."""
-    return None if left_groups == 1 else shuffle_permutation(channels, left_groups)
+    return None if left_groups == 1 else Gather.shuffle(channels, left_groups)
 
 
 def _check_divides(name: str, option: str, value: int, *channels: int) -> None:
     for c in channels:
         if value < 1 or c % value:
             raise ValueError(f"{name}: {option} ({value}) must divide the channels ({', '.join(map(str, channels))})")
+
+
+@dataclass(frozen=True)
+class IGCV1Chain:
+    """IGCV1's plan for one conv: the chain and its primary partition count."""
+
+    plan: ChainPlan
+    partitions: int
+
+
+def igcv1_chain(in_channels: int, out_channels: int, kernel_size: tuple[int, int], stride: Any = 1, padding: Any = 0,
+                dilation: Any = 1, groups: int = 1, partitions: int | None = None) -> IGCV1Chain:
+    """Primary group k×k conv with `partitions` groups (in -> out), the interleaving permutation, secondary
+    group 1x1 conv (out -> out) with out/partitions groups of `partitions` channels; per conv group."""
+    cin, cout = in_channels // groups, out_channels // groups
+    parts = math.gcd(cin, max(1, cout // 2)) if partitions is None else partitions
+    if isinstance(parts, bool) or not isinstance(parts, int):
+        raise ValueError(f"InterleavedGroupConv1: partitions must be an int, got {partitions!r}")
+    _check_divides("InterleavedGroupConv1", "partitions", parts, cin, cout)
+    secondary = cout // parts  # M: channels per primary partition = number of secondary groups
+    perm = complementary_permutations([secondary, parts])[0] if parts > 1 and secondary > 1 else None
+    plan = ChainPlan(cin, (ChainPart(cin, cout, kernel_size, parts, stride, padding, dilation),
+                           ChainPart(cout, cout, (1, 1), secondary)),
+                     (None, None if perm is None else Gather.permutation(perm), None))
+    return IGCV1Chain(plan.replicate(groups), parts)
+
+
+@dataclass(frozen=True)
+class IGCV2Chain:
+    """IGCV2's plan for one conv: the chain, the spatial conv's branch size, the 1x1 convs' branch sizes, and
+    whether the permutations are complementary (one path per channel pair)."""
+
+    plan: ChainPlan
+    spatial_branch: int
+    branch_sizes: tuple[int, ...]
+    complementary: bool
+
+
+def igcv2_chain(in_channels: int, out_channels: int, kernel_size: tuple[int, int], stride: Any = 1,
+                padding: Any = 0, dilation: Any = 1, groups: int = 1, *, L: int | None = None, K: int | None = None,
+                branch_sizes: Sequence[int] | None = None, channelwise: bool = True) -> IGCV2Chain:
+    """The chain of InterleavedGroupConv2 (see there for the options), per conv group."""
+    name = "InterleavedGroupConv2"
+    cin, cout = in_channels // groups, out_channels // groups
+    if not isinstance(channelwise, bool):
+        raise ValueError(f"{name}: channelwise must be True or False, got {channelwise!r}")
+    if L is not None and (isinstance(L, bool) or not isinstance(L, int) or L < 2):
+        raise ValueError(f"{name}: L must be an int >= 2, got {L!r}")
+    if branch_sizes is not None:
+        sizes = _positive_ints(f"{name}: branch_sizes", branch_sizes)
+        spatial_branch = 1 if channelwise else sizes.pop(0)
+        if not sizes:
+            raise ValueError(f"{name}: branch_sizes needs at least one 1x1 conv's branch size")
+    elif K is not None:
+        if isinstance(K, bool) or not isinstance(K, int) or K < 1:
+            raise ValueError(f"{name}: K must be a positive int, got {K!r}")
+        spatial_branch, sizes = 1, [K] * ((3 if L is None else L) - 1)
+    else:
+        plan = plan_igcv2(cout, kernel_size[0] * kernel_size[1], L, channelwise=True)
+        spatial_branch, sizes = 1, list(plan.branch_sizes[1:])
+    if not channelwise:
+        _check_divides(name, "branch_sizes[0]", spatial_branch, cin)
+    for k in sizes:
+        _check_divides(name, "the 1x1 branch size", k, cout)
+    # The first 1x1 conv reads the input width, which its group count need not divide (64 -> 216 with
+    # K = 8: 27 groups): its input slots are padded to a multiple of the groups, as the paper counts
+    # it, the extra slots repeating input channels cyclically so that no group reads only padding.
+    first_groups = cout // sizes[0]
+    in_slots = first_groups * -(-cin // first_groups)
+    parts = [ChainPart(cin, cin, kernel_size, cin // spatial_branch, stride, padding, dilation)]
+    widths = [in_slots] + [cout] * len(sizes)
+    parts += [ChainPart(widths[i], cout, (1, 1), cout // k) for i, k in enumerate(sizes)]
+    # Complementary permutations where the branch sizes multiply to the width: over all convs when the
+    # spatial conv is grouped and keeps the width, over the 1x1 convs otherwise (a channel-wise conv
+    # needs none after it); channel shuffles (the paper's loose condition) where they do not.
+    between: list[Gather | None]
+    if spatial_branch > 1 and cin == cout and spatial_branch * math.prod(sizes) == cout:
+        between = [Gather.permutation(p) for p in complementary_permutations([spatial_branch, *sizes])]
+    else:
+        first = None if spatial_branch == 1 else Gather.shuffle(cin, cin // spatial_branch)
+        exact = len(sizes) > 1 and math.prod(sizes) == cout
+        rest = ([Gather.permutation(p) for p in complementary_permutations(sizes)] if exact
+                else [_shuffle(cout, cout // k) for k in sizes[:-1]])
+        between = [first, *rest]
+    if in_slots != cin:  # pad the first 1x1 conv's input slots by cycling through the channels
+        order = torch.arange(cin, device="cpu") if between[0] is None else between[0].index
+        between[0] = Gather(order[torch.arange(in_slots, device="cpu") % cin], cin)
+    complementary = (spatial_branch * math.prod(sizes) == cout if spatial_branch > 1 else
+                     math.prod(sizes) == cout)
+    chain = ChainPlan(cin, tuple(parts), (None, *between, None))
+    return IGCV2Chain(chain.replicate(groups), spatial_branch, tuple(sizes), complementary)
 
 
 @register_conv("igcv1")
@@ -240,19 +309,10 @@ class InterleavedGroupConv1(GroupConvChain):
         path: str = "auto",
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, path=path)
-        g = self.groups
-        cin, cout = self.in_channels // g, self.out_channels // g
-        parts = math.gcd(cin, max(1, cout // 2)) if partitions is None else partitions
-        if isinstance(parts, bool) or not isinstance(parts, int):
-            raise ValueError(f"InterleavedGroupConv1: partitions must be an int, got {partitions!r}")
-        _check_divides("InterleavedGroupConv1", "partitions", parts, cin, cout)
-        self.partitions = parts
-        secondary = cout // parts  # M: channels per primary partition = number of secondary groups
-        primary = nn.Conv2d(g * cin, g * cout, self.kernel_size, self.stride, self.padding, self.dilation,
-                            groups=g * parts, bias=False)
-        second = nn.Conv2d(g * cout, g * cout, 1, groups=g * secondary, bias=False)
-        perm = complementary_permutations([secondary, parts])[0] if parts > 1 and secondary > 1 else None
-        self._set_chain([primary, second], [None, _replicate(perm, g), None])
+        chain = igcv1_chain(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
+                            self.dilation, self.groups, partitions)
+        self.partitions = chain.partitions
+        self.build_chain(chain.plan)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", partitions={self.partitions}"
@@ -290,58 +350,11 @@ class InterleavedGroupConv2(GroupConvChain):
         path: str = "auto",
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, path=path)
-        name = "InterleavedGroupConv2"
-        g = self.groups
-        cin, cout = self.in_channels // g, self.out_channels // g
-        if not isinstance(channelwise, bool):
-            raise ValueError(f"{name}: channelwise must be True or False, got {channelwise!r}")
-        if L is not None and (isinstance(L, bool) or not isinstance(L, int) or L < 2):
-            raise ValueError(f"{name}: L must be an int >= 2, got {L!r}")
-        if branch_sizes is not None:
-            sizes = _positive_ints(f"{name}: branch_sizes", branch_sizes)
-            spatial_branch = 1 if channelwise else sizes.pop(0)
-            if not sizes:
-                raise ValueError(f"{name}: branch_sizes needs at least one 1x1 conv's branch size")
-        elif K is not None:
-            if isinstance(K, bool) or not isinstance(K, int) or K < 1:
-                raise ValueError(f"{name}: K must be a positive int, got {K!r}")
-            spatial_branch, sizes = 1, [K] * ((3 if L is None else L) - 1)
-        else:
-            plan = plan_igcv2(cout, self.kernel_size[0] * self.kernel_size[1], L, channelwise=True)
-            spatial_branch, sizes = 1, list(plan.branch_sizes[1:])
-        if not channelwise:
-            _check_divides(name, "branch_sizes[0]", spatial_branch, cin)
-        for k in sizes:
-            _check_divides(name, "the 1x1 branch size", k, cout)
-        self.spatial_branch, self.branch_sizes = spatial_branch, tuple(sizes)
-        # The first 1x1 conv reads the input width, which its group count need not divide (64 -> 216 with
-        # K = 8: 27 groups): its input slots are padded to a multiple of the groups, as the paper counts
-        # it, the extra slots repeating input channels cyclically so that no group reads only padding.
-        first_groups = cout // sizes[0]
-        in_slots = first_groups * -(-cin // first_groups)
-        convs = [nn.Conv2d(g * cin, g * cin, self.kernel_size, self.stride, self.padding, self.dilation,
-                           groups=g * (cin // spatial_branch), bias=False)]
-        widths = [in_slots] + [cout] * len(sizes)
-        for i, k in enumerate(sizes):
-            convs.append(nn.Conv2d(g * widths[i], g * cout, 1, groups=g * (cout // k), bias=False))
-        # Complementary permutations where the branch sizes multiply to the width: over all convs when the
-        # spatial conv is grouped and keeps the width, over the 1x1 convs otherwise (a channel-wise conv
-        # needs none after it); channel shuffles (the paper's loose condition) where they do not.
-        if spatial_branch > 1 and cin == cout and spatial_branch * math.prod(sizes) == cout:
-            between = complementary_permutations([spatial_branch, *sizes])
-        else:
-            first = None if spatial_branch == 1 else shuffle_permutation(cin, cin // spatial_branch)
-            exact = len(sizes) > 1 and math.prod(sizes) == cout
-            rest = (complementary_permutations(sizes) if exact
-                    else [_shuffle(cout, cout // k) for k in sizes[:-1]])
-            between = [first, *rest]
-        if in_slots != cin:  # pad the first 1x1 conv's input slots by cycling through the channels
-            order = torch.arange(cin, device="cpu") if between[0] is None else between[0]
-            between[0] = order[torch.arange(in_slots, device="cpu") % cin]
-        self.complementary = spatial_branch * math.prod(sizes) == cout if spatial_branch > 1 else (
-            math.prod(sizes) == cout)
-        sources = [cin] + [cout] * (len(between) - 1)
-        self._set_chain(convs, [None, *(_replicate(p, g, s) for p, s in zip(between, sources, strict=True)), None])
+        chain = igcv2_chain(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
+                            self.dilation, self.groups, L=L, K=K, branch_sizes=branch_sizes, channelwise=channelwise)
+        self.spatial_branch, self.branch_sizes = chain.spatial_branch, chain.branch_sizes
+        self.complementary = chain.complementary
+        self.build_chain(chain.plan)
 
     def extra_repr(self) -> str:
         s = super().extra_repr() + f", branch_sizes={self.branch_sizes}"

@@ -32,8 +32,8 @@ import torch
 from torch import Tensor, nn
 
 from ..registry import register_conv
-from .chain import GroupConvChain
-from .channel import ChannelGather, chain_connectivity
+from .chain import ChainPart, ChainPlan, Gather, GroupConvChain
+from .channel import Reach, chain_reach
 from .spec import as_pair, conv_output_hw
 
 __all__ = [
@@ -134,6 +134,17 @@ class OsepPlan:
         """MACs at batch 1 as the paper counts them (padded group convs at full size)."""
         sizes = self.part_output_hw(in_hw, **conv_args)
         return sum(part.params * h * w for part, (h, w) in zip(self.parts, sizes, strict=True))
+
+    def chain(self, stride: Any = 1, padding: Any = None, dilation: Any = 1, conv_groups: int = 1) -> ChainPlan:
+        """The plan as a chain of group convs with their routing (`plan_routing`), for a layer with this
+        geometry, replicated over `conv_groups` independent conv groups."""
+        parts = tuple(ChainPart(part.in_padded, part.out_padded, part.kernel_size, part.groups, s, p, d)
+                      for part, (s, p, d) in zip(self.parts, self.geometry(stride, padding, dilation), strict=True))
+        sources = [self.in_channels] + [part.out_padded for part in self.parts]
+        kinds = ["pad"] + ["general"] * (len(self.parts) - 1) + ["prefix"]
+        gathers = tuple(None if index is None else Gather(index, source, kind)
+                        for index, source, kind in zip(plan_routing(self), sources, kinds, strict=True))
+        return ChainPlan(self.in_channels, parts, gathers).replicate(conv_groups)
 
 
 def _internal_channels(policy: Any, c_in: int, c_out: int, n: int) -> list[int]:
@@ -409,13 +420,7 @@ class OptimizedSeparableConv2d(GroupConvChain):
         g = self.groups
         self.plan = plan_osep(self.in_channels // g, self.out_channels // g, self.kernel_size, n_parts, gamma,
                               policy, spatial, kernel_sizes, part_groups)
-        geometry = self.plan.geometry(self.stride, self.padding, self.dilation)
-        convs = [
-            nn.Conv2d(g * part.in_padded, g * part.out_padded, part.kernel_size, s, p, d, groups=g * part.groups,
-                      bias=False)
-            for part, (s, p, d) in zip(self.plan.parts, geometry, strict=True)
-        ]
-        self._set_chain(convs, plan_routing(self.plan, g))
+        self.build_chain(self.plan.chain(self.stride, self.padding, self.dilation, g))
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", groups_per_part={self.plan.groups}"
@@ -428,58 +433,21 @@ class SpatialOptimizedSeparableConv2d(OptimizedSeparableConv2d):
     spatial_default = True
 
 
-@dataclass
-class VolumetricRF:
-    """What a chain of convs sees: its spatial receptive field and which inputs each output reaches."""
-
-    receptive_field: tuple[int, int]
-    expected_field: tuple[int, int] | None
-    paths: Tensor  # (out, in) number of paths from input channel to output channel
-
-    @property
-    def spatial_ok(self) -> bool:
-        return self.expected_field is None or self.receptive_field == self.expected_field
-
-    @property
-    def channel_ok(self) -> bool:
-        return bool((self.paths > 0).all())
-
-    @property
-    def ok(self) -> bool:
-        """The volumetric RF condition: the original spatial RF and every output reaching every input."""
-        return self.spatial_ok and self.channel_ok
+# What a chain of convs sees, its spatial receptive field and which inputs each output reaches: the one
+# result type of connectivity questions (`channel.Reach`: `ok` is the volumetric receptive-field condition)
+VolumetricRF = Reach
 
 
 def volumetric_rf(
     target: OsepPlan | OptimizedSeparableConv2d | Sequence[nn.Module | Tensor],
     kernel_size: int | tuple[int, int] | None = None,
-) -> VolumetricRF:
+) -> Reach:
     """Check the volumetric receptive-field condition of a plan, an osep operator, or a chain of convs
     (nn.Conv2d / ChannelGather / permutation tensors, applied left to right). `kernel_size` is the conv
     the chain replaces (taken from the plan or operator when not given)."""
+    expected = None if kernel_size is None else as_pair("volumetric_rf", "kernel_size", kernel_size, 1)
     if isinstance(target, OsepPlan):
-        chain: list[Any] = []
-        convs = [nn.Conv2d(p.in_padded, p.out_padded, p.kernel_size, groups=p.groups, bias=False, device="meta")
-                 for p in target.parts]
-        sources = [target.in_channels] + [p.out_padded for p in target.parts]
-        for i, index in enumerate(plan_routing(target)):
-            if index is not None:
-                chain.append(ChannelGather(index, sources[i]))
-            if i < len(convs):
-                chain.append(convs[i])
-        expected = target.kernel_size
-    elif isinstance(target, OptimizedSeparableConv2d):
-        chain = [m for m in target.chain() if not isinstance(m, nn.Identity)]
-        expected = target.kernel_size
-    else:
-        chain = list(target)
-        expected = None
-    if kernel_size is not None:
-        expected = as_pair("volumetric_rf", "kernel_size", kernel_size, 1)
-    field, jump = [1, 1], [1, 1]  # receptive field and input-pixel distance between adjacent features
-    for item in chain:
-        if isinstance(item, nn.Conv2d):
-            for axis in (0, 1):
-                field[axis] += (item.kernel_size[axis] - 1) * item.dilation[axis] * jump[axis]
-                jump[axis] *= item.stride[axis]
-    return VolumetricRF((field[0], field[1]), expected, chain_connectivity(chain))
+        return target.chain().reach(expected or target.kernel_size)
+    if isinstance(target, OptimizedSeparableConv2d):
+        return target.chain_plan.reach(expected or target.kernel_size)
+    return chain_reach(list(target), expected)
