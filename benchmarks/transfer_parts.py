@@ -114,9 +114,12 @@ def plot(data: dict[str, Any], path: Path) -> None:
             ys.append(s.mean)
             errs.append(s.half_width or 0)
             names.append(part)
+        order = sorted(range(len(xs)), key=lambda i: xs[i])  # a line from the fewest trained parameters up
+        xs, ys, errs, names = ([v[i] for i in order] for v in (xs, ys, errs, names))
         ax.errorbar(xs, ys, yerr=errs, marker=marker, capsize=3, label="ACDC-net" if op == "acdc" else "standard")
-        for x, y, n in zip(xs, ys, names, strict=True):
-            ax.annotate(n, (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
+        for k, (x, y, n) in enumerate(zip(xs, ys, names, strict=True)):
+            below = op == "conv" or k % 2  # alternate ACDC's labels above and below: its points crowd
+            ax.annotate(n, (x, y), textcoords="offset points", xytext=(5, -11 if below else 6), fontsize=7)
     ax.set_xscale("log")
     ax.set_xlabel("trained parameters (log)")
     ax.set_ylabel("accuracy on classes 5-9 (%), 95% CI")
