@@ -1,6 +1,6 @@
 """resnet18_cifar with ACDC-net m8 vs the standard model: CPU train step at batch 32, side by side.
 
-    .venv/bin/python benchmarks/bench_acdc.py [--threads 2] [--repeats 8] [--out benchmarks/results]
+    .venv/bin/python benchmarks/bench_acdc.py [--threads 2] [--repeats 8] [--out benchmarks/results] [--render]
 
 Also the same with per-layer composition (the bank's batching switched off) to show what batching buys,
 and inference. Ratios are medians of per-repetition ratios to the standard model. Writes acdc_cpu.{json,md}.
@@ -9,9 +9,7 @@ and inference. Ratios are medians of per-repetition ratios to the standard model
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 import torch
 
@@ -20,35 +18,23 @@ from factorconv.bench import (
     breakdown_table,
     compare_timings,
     inference_fn,
-    machine_info,
+    record_header,
+    run_benchmark,
     time_breakdown,
     train_step_fn,
 )
-from factorconv.ops.acdc import ACDCConv2d
+from factorconv.ops.acdc import CoefficientBank
 
 
 def per_layer(model: torch.nn.Module) -> torch.nn.Module:
     """Compose every layer on its own (what a naive implementation does every step)."""
     for m in model.modules():
-        if isinstance(m, ACDCConv2d):
-            object.__setattr__(m, "_eager_forward", _per_layer_forward.__get__(m))
+        if isinstance(m, CoefficientBank):
+            m.batched = False
     return model
 
 
-def _per_layer_forward(self: ACDCConv2d, x: torch.Tensor) -> torch.Tensor:
-    if self.choose_path(x) == "feature":
-        return self.feature_forward(x)
-    return self._grouped_conv(x, self.composed_kernel() if self._kernel_cacheable() else self.group_weight())
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=8)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+def measure(args: argparse.Namespace) -> dict:
     kwargs = {"atoms": 8, "share": "net"}
     models = {
         "resnet18_cifar": fc.create_model("resnet18_cifar"),
@@ -71,18 +57,13 @@ def main() -> int:
                              "ratio": t.ratio, "iqr_rel": t.spread})
             if label == "train b32" and fmt == "channels_last":
                 breakdown = {n: time_breakdown(f, repeats=2) for n, f in fns.items()}
-    result = {"command": " ".join(["python", *sys.argv]), "machine": machine_info(), "params": counts, "rows": rows,
-              "train_time_breakdown_channels_last": breakdown}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "acdc_cpu.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [
-        "# resnet18_cifar: ACDC-net m8 vs the standard model on CPU",
-        "",
-        f"Command: `{result['command']}`  ",
-        f"Machine: {result['machine']['cpu']}, {args.threads} threads, torch {result['machine']['torch']}",
-        "",
-        *[f"- {n}: {p:,} parameters" for n, p in counts.items()],
+    return {"params": counts, "rows": rows, "train_time_breakdown_channels_last": breakdown}
+
+
+def render(result: dict) -> list[str]:
+    return [
+        *record_header("resnet18_cifar: ACDC-net m8 vs the standard model on CPU", result),
+        *[f"- {n}: {p:,} parameters" for n, p in result["params"].items()],
         "",
         "Ratio = median over interleaved repetitions of (model time / resnet18_cifar time in the same repetition).",
         "Target (issue): ACDC-net m8 train step <= 1.15x at batch 32.",
@@ -90,15 +71,20 @@ def main() -> int:
         "| setting | format | model | median ms | ratio | IQR / median |",
         "|---|---|---|---:|---:|---:|",
         *[f"| {r['setting']} | {r['format']} | {r['model']} | {r['median_ms']:.1f} | {r['ratio']:.3f} | "
-          f"{r['iqr_rel']:.2f} |" for r in rows],
+          f"{r['iqr_rel']:.2f} |" for r in result["rows"]],
         "",
         "Where a training step's time goes (channels_last, torch.profiler self time):",
         "",
-        *breakdown_table(breakdown),
+        *breakdown_table(result["train_time_breakdown_channels_last"]),
     ]
-    (out / "acdc_cpu.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    def options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--repeats", type=int, default=8)
+
+    return run_benchmark("acdc_cpu", __doc__.splitlines()[0], measure, render, "docs/acdc.md (Speed)", options,
+                         argv)
 
 
 if __name__ == "__main__":

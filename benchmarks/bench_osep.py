@@ -1,7 +1,7 @@
 """ResNet20 vs o-ResNet20 ×3.625 vs d-ResNet20 ×2.75 on CPU, side by side in one process.
 
     .venv/bin/python benchmarks/bench_osep.py [--threads 2] [--repeats 20] [--out benchmarks/results]
-    .venv/bin/python benchmarks/bench_osep.py --render benchmarks/results/osep_cpu.json   # the report only
+    .venv/bin/python benchmarks/bench_osep.py --render       # the report only, from benchmarks/results/osep_cpu.json
 
 Train step (SGD, batch 64) and inference (batch 1 and 32), 32x32 inputs, NCHW and channels_last;
 ratios are medians of per-repetition ratios to ResNet20 in the same setting. Then Table 6's CPU column
@@ -13,11 +13,9 @@ CPU) reports o-ResNet20 and d-ResNet20 inference at 1.51x ResNet20. Writes osep_
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 # inductor's default pool of compile workers keeps running beside the timed loops (--compile): compile in-process
 os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
@@ -30,7 +28,8 @@ from factorconv.bench import (
     breakdown_table,
     compare_timings,
     inference_fn,
-    machine_info,
+    record_header,
+    run_benchmark,
     time_breakdown,
     train_step_fn,
 )
@@ -95,52 +94,16 @@ def table6_inference(repeats: int) -> list[dict]:
     return rows
 
 
-NOTES = """## Where the time goes
 
-- How precise the paper's figure is: 9 of Table 6's 12 CPU times are whole numbers of 15.625 ms, the tick
-  of Windows' default timer (0.0310 ~ 2 ticks, 0.0468 = 3, 0.0937 = 6, 0.1562 = 10, 0.1875 = 12). The
-  1.51x of o- and d-ResNet20 is 3 ticks against 2: with each reading off by up to a tick, the true ratio
-  lies anywhere in 0.67-4.06. The best-resolved rows, 110 layers, give o-ResNet 2.06x (1.87-2.29) and
-  d-ResNet 2.21x (2.01-2.46) ResNet's time. The brackets in the Table 6 column above are these ranges.
-- d-ResNet reproduces the paper's CPU column here: at batch 1, channels_last, 2.12x / 2.18x / 2.37x /
-  2.38x ResNet for 20 / 32 / 56 / 110 layers, inside the printed ranges at every depth. o-ResNet does not:
-  3.22x / 3.24x / 3.84x / 3.88x, against 1.51 / 2.00 / 1.67 / 2.06 printed (outside the ranges at 56 and
-  110 layers). On the paper's i5 o-ResNet was a little faster than d-ResNet; here it is 1.5-1.6x slower.
-  At batch 32 o-ResNet takes 5.3-5.5x ResNet (channels_last) and 7.7-8.2x (NCHW).
-- Why: the o-ResNet's 3x3 group conv with 3 channels per group. In the stage-1 layer table (what eval mode
-  runs: the zero-padding gather, the 20-group 3x3 conv, then the 1x1 part, shuffle and truncation composed
-  into one dense 60->58 1x1 conv) the group conv runs at 9.2 GMAC/s against 64 for ResNet's dense 3x3 and
-  49 for the dense 1x1; with the padding gather the o-layer takes 8.3x the ResNet layer. BatchNorm over
-  3.6x wider activations grows from 16% to 23% of a training step.
-- Exact rewrites of that conv, side by side above: the same conv as fewer, wider groups with zero blocks
-  (oneDNN picks its kernel by shape, not MACs: 4 groups of 15 take 0.70x at batch 1 but 5 groups of 12
-  1.12x, and at batch 32 the best is 0.93x), or a depthwise conv with multiplier 3 summed per group
-  (2.5-3.4x). torch.compile (inductor) speeds ResNet20 up more than o-ResNet20 (compiled to compiled:
-  3.8x at batch 1, 5.2x at 32). None of these is the 2x the gap needs; as the paper says itself, PyTorch's
-  grouped convolution is not optimized for this, and on this CPU dense convs gained more from the vector
-  units than grouped ones did. Closing it needs a grouped-conv kernel for 3-6 channels per group, which is
-  outside this library's torch + numpy core.
-- Done here: stage-1 layers (58 channels) run their 1x1 part with the shuffle before it and the truncation
-  after as one dense 1x1 conv (exact; GroupConvChain's cost model decides per layer, and keeps the chain at
-  116 and 232 channels, 29 and 39 per group, where it is as fast or faster). That took channels_last
-  training from 5.9x to 5.4x and batch-32 inference from 5.7x to 4.9x ResNet20 when it landed."""
 
 def eval_factors(layer: torch.nn.Module) -> list[torch.nn.Module]:
-    """The modules one layer runs in eval mode, in order: for a chain with a composed 1x1 suffix, the parts
-    before it (with their gathers) and the suffix as one dense 1x1 conv; otherwise the deploy form."""
+    """The modules one layer runs in eval mode, in order: a chain's feature path (with a composed 1x1 suffix
+    where it has one), otherwise the deploy form."""
     layer = layer.eval()
-    start = getattr(layer, "_suffix_start", None)
-    if start is None:
+    if getattr(layer, "suffix_start", None) is None:
         deployed = layer.deploy()
         return list(deployed) if isinstance(deployed, torch.nn.Sequential) else [deployed]
-    factors: list[torch.nn.Module] = []
-    for gather, conv in zip(list(layer.gathers)[:start], list(layer.parts)[:start], strict=True):
-        factors += [m for m in (gather, conv) if not isinstance(m, torch.nn.Identity)]
-    with torch.no_grad():
-        matrix = layer._suffix_matrix()
-        suffix = torch.nn.Conv2d(matrix.shape[1], matrix.shape[0], 1, bias=False)
-        suffix.weight.copy_(matrix)
-    return [*factors, suffix]
+    return layer.feature_modules()
 
 
 def layer_rates(batch: int = 32) -> list[dict]:
@@ -249,15 +212,11 @@ def compiled_inference(repeats: int) -> list[dict]:
     return rows
 
 
-def render(result: dict) -> str:
+def render(result: dict) -> list[str]:
     """The markdown report of a result (what main writes to osep_cpu.md)."""
     counts, rows, layers = result["counts"], result["rows"], result["stage1_layers"]
     lines = [
-        "# ResNet20, o-ResNet20 ×3.625, d-ResNet20 ×2.75 on CPU",
-        "",
-        f"Command: `{result['command']}`  ",
-        f"Machine: {result['machine']['cpu']}, {result['threads']} threads, torch {result['machine']['torch']}",
-        "",
+        *record_header("ResNet20, o-ResNet20 ×3.625, d-ResNet20 ×2.75 on CPU", result),
         "| model | params | MACs |",
         "|---|---:|---:|",
         *[f"| {n} | {c['params']:,} | {c['macs']:,} |" for n, c in counts.items()],
@@ -298,29 +257,11 @@ def render(result: dict) -> str:
             *[f"| {r['batch']} | {r['model']} | {r['median_ms']:.2f} | {r['ratio']:.2f} |"
               for r in result["compiled_inference"]],
         ] if result.get("compiled_inference") else []),
-        "",
-        NOTES,
     ]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile'd eval models")
-    parser.add_argument("--render", metavar="JSON", help="only re-render the report of a recorded osep_cpu.json")
-    args = parser.parse_args()
-    out = Path(args.out)
-    if args.render:
-        out.mkdir(parents=True, exist_ok=True)
-        text = render(json.loads(Path(args.render).read_text()))
-        (out / "osep_cpu.md").write_text(text)
-        print(text, end="")
-        return 0
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+def measure(args: argparse.Namespace) -> dict:
     models = {name: fc.create_model("resnet20", **kw) for name, kw in MODELS.items()}
     counts = {name: {"params": fc.profile(m).params, "macs": fc.profile(m).macs} for name, m in models.items()}
     rows, breakdown = [], {}
@@ -339,17 +280,19 @@ def main() -> int:
                              "ratio": t.ratio, "iqr_rel": t.spread})
             if fmt == "channels_last" and label == "train b64":
                 breakdown = {n: time_breakdown(f, repeats=3) for n, f in fns.items()}
-    result = {"command": " ".join(["python", *sys.argv]), "machine": machine_info(), "threads": args.threads,
-              "counts": counts, "rows": rows, "train_time_breakdown_channels_last": breakdown,
-              "stage1_layers": layer_rates(), "table6_inference": table6_inference(args.repeats),
-              "group_conv_alternatives": [r for b in (1, 32) for r in group_conv_alternatives(b, args.repeats * 5)],
-              "compiled_inference": compiled_inference(args.repeats) if args.compile else []}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "osep_cpu.json").write_text(json.dumps(result, indent=2) + "\n")
-    text = render(result)
-    (out / "osep_cpu.md").write_text(text)
-    print(text, end="")
-    return 0
+    return {"counts": counts, "rows": rows, "train_time_breakdown_channels_last": breakdown,
+            "stage1_layers": layer_rates(), "table6_inference": table6_inference(args.repeats),
+            "group_conv_alternatives": [r for b in (1, 32) for r in group_conv_alternatives(b, args.repeats * 5)],
+            "compiled_inference": compiled_inference(args.repeats) if args.compile else []}
+
+
+def main(argv: list[str] | None = None) -> int:
+    def options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--repeats", type=int, default=20)
+        parser.add_argument("--compile", action="store_true", help="also time torch.compile'd eval models")
+
+    return run_benchmark("osep_cpu", __doc__.splitlines()[0], measure, render, "docs/osep.md (Speed on CPU)",
+                         options, argv)
 
 
 if __name__ == "__main__":

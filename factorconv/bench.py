@@ -2,23 +2,31 @@
 
 `compare_timings` runs several callables interleaved (each repetition runs every candidate once, in a
 rotating order, so drift in machine load hits all of them alike) and reports medians and ratios to a
-baseline. `machine_info` describes where the numbers were taken.
+baseline. `machine_info` describes where the numbers were taken. `run_benchmark` is the harness every script
+under benchmarks/ runs in: an experiment returns data (recorded as JSON with its command and machine), a
+renderer turns recorded data into tables (re-rendered from the JSON with `--render`, no rerun), and what the
+numbers mean is written in docs/, which the report points to, never typed into the generator.
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
+import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["Timing", "compare_timings", "machine_info"]
+__all__ = ["Timing", "compare_timings", "layer_eval_fn", "layer_train_fn", "machine_info", "record_header",
+           "run_benchmark"]
 
 
 @dataclass
@@ -130,6 +138,70 @@ def inference_fn(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
             model(x)
 
     return run
+
+
+def layer_train_fn(module: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    """Forward and backward of one layer (the gradient of the output's sum), as a closure."""
+    params = list(module.parameters())
+
+    def step() -> None:
+        for p in params:
+            p.grad = None
+        module(x).sum().backward()
+
+    return step
+
+
+def layer_eval_fn(module: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    """One forward of a layer under inference_mode (in whatever mode the module is), as a closure."""
+
+    def run() -> None:
+        with torch.inference_mode():
+            module(x)
+
+    return run
+
+
+def record_header(title: str, result: dict[str, Any]) -> list[str]:
+    """The first lines of every benchmark report: title, the command that measured it, the machine."""
+    m = result.get("machine", {})
+    return [f"# {title}", "", f"Command: `{result.get('command', '?')}`  ",
+            f"Machine: {m.get('cpu', '?')}, {result.get('threads', '?')} threads, torch {m.get('torch', '?')}"
+            + (f", GPU {m['gpu']}" if m.get("gpu") else ""), ""]
+
+
+def run_benchmark(stem: str, description: str, run: Callable[[argparse.Namespace], dict[str, Any]],
+                  render: Callable[[dict[str, Any]], list[str]], doc: str,
+                  options: Callable[[argparse.ArgumentParser], None] | None = None,
+                  argv: list[str] | None = None) -> int:
+    """The command line of a benchmark script: `--threads`, `--out` and `--render` plus its own `options`.
+    Runs `run(args)` (threads set, seed 0), records its data with the command and machine as
+    `<out>/<stem>.json`, and writes `render(data)` to `<out>/<stem>.md` with a pointer to `doc`, where
+    the numbers are interpreted; `--render` rewrites the report from the recorded JSON without measuring."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=str(Path(sys.argv[0]).resolve().parent / "results"))
+    parser.add_argument("--render", action="store_true", help=f"only re-render {stem}.md from {stem}.json")
+    if options is not None:
+        options(parser)
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    record = out / f"{stem}.json"
+    if args.render:
+        result = json.loads(record.read_text())
+    else:
+        torch.set_num_threads(args.threads)
+        torch.manual_seed(0)
+        script = Path(sys.argv[0])
+        shown = f"benchmarks/{script.name}" if script.parent.name == "benchmarks" else str(script)
+        command = " ".join(["python", shown, *(sys.argv[1:] if argv is None else argv)])
+        result = {"command": command, "machine": machine_info(), "threads": args.threads, **run(args)}
+        record.write_text(json.dumps(result, indent=2) + "\n")
+    text = "\n".join([*render(result), "", f"What these numbers mean, and what was tried: {doc}."]) + "\n"
+    (out / f"{stem}.md").write_text(text)
+    print(text, end="")
+    return 0
 
 
 # torch.profiler op names -> the categories a report speaks of (first match of a substring wins)

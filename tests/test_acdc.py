@@ -102,6 +102,22 @@ def test_batched_composition_equals_per_layer_and_trains_every_member() -> None:
     assert all(layer.atoms.grad is not None for layer in layers)
 
 
+def test_a_bank_can_compose_layer_by_layer() -> None:
+    """`batched = False` (what benchmarks/bench_acdc.py compares against): each member composes its own kernel,
+    the bank's batched composition is not asked for, and the outputs are the batched ones to round-off."""
+    torch.manual_seed(0)
+    model = fc.create_model("vgg16", conv="acdc", width=0.125, conv_kwargs={"share": "net"}).train()
+    bank = next(m for m in model.modules() if isinstance(m, ACDCConv2d)).bank
+    x = torch.randn(4, 3, 32, 32)
+    torch.manual_seed(1)
+    batched = model(x)
+    bank.batched = False
+    asked = []
+    bank.kernel_for = lambda member: asked.append(member)  # would break the forward if it were called
+    torch.manual_seed(1)
+    assert rel_err(model(x), batched) < 1e-5 and not asked
+
+
 def test_two_forwards_then_two_backwards() -> None:
     """Every forward pass composes its own kernels, so separate graphs stay separate: two forwards then two
     backwards accumulate exactly the gradients of the two passes run one after the other."""

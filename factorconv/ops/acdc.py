@@ -41,8 +41,12 @@ class CoefficientBank(nn.Module):
 
     In training the bank composes the kernels of all its members at once (one matmul per shape of member,
     instead of one composition per layer), and hands each member its kernel; a member asking a second
-    time starts a new composition, so every forward pass has its own autograd graph.
+    time starts a new composition, so every forward pass has its own autograd graph. `batched = False`
+    makes every member compose its own kernel instead (the same values; benchmarks/bench_acdc.py measures
+    what batching buys).
     """
+
+    batched: bool = True
 
     def __init__(self, out_channels: int, in_channels: int, atoms: int) -> None:
         super().__init__()
@@ -247,7 +251,7 @@ class ACDCConv2d(ConvOperator):
             return self.feature_forward(x)
         if self._kernel_cacheable():
             weight = self.composed_kernel()
-        elif len(self.bank._members) > 1 and not torch.compiler.is_compiling():
+        elif self.bank.batched and len(self.bank._members) > 1 and not torch.compiler.is_compiling():
             # this layer's kernel from the bank's batched composition of all its members
             weight = self.bank.kernel_for(self)
         else:

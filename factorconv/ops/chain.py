@@ -254,7 +254,7 @@ class GroupConvChain(ConvOperator):
         self.chain_plan = plan
         self.parts = nn.ModuleList(part.conv() for part in plan.parts)
         self.gathers = nn.ModuleList(nn.Identity() if g is None else g.module() for g in plan.gathers)
-        # (parameter versions, matrix) of the composed suffix in eval mode; see _suffix_matrix
+        # (parameter versions, matrix) of the composed suffix in eval mode; see suffix_kernel
         self._suffix_cache: tuple[list[int], Tensor] | None = None
         self._suffix_start = self._choose_suffix()
 
@@ -286,7 +286,7 @@ class GroupConvChain(ConvOperator):
         dense = self.out_channels * self.parts[k - 1].out_channels
         return k if dense < chain else None
 
-    def _suffix_matrix(self) -> Tensor:
+    def suffix_kernel(self) -> Tensor:
         """The parts from `_suffix_start` on, with their gathers, as one (out, mid, 1, 1) kernel; cached in
         eval mode until a parameter changes (as `composed_kernel`)."""
         k = self._suffix_start
@@ -308,6 +308,27 @@ class GroupConvChain(ConvOperator):
     def _apply(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> GroupConvChain:
         self._suffix_cache = None
         return super()._apply(fn, *args, **kwargs)
+
+    @property
+    def suffix_start(self) -> int | None:
+        """The part from which the feature path runs the rest as one dense 1x1 conv (None: the whole chain)."""
+        return self._suffix_start
+
+    def feature_modules(self) -> list[nn.Module]:
+        """What the feature path runs, in order, as plain modules: the gathers and parts before a composed
+        suffix and that suffix as one dense 1x1 conv; the whole chain without one (bias left out)."""
+        k = self._suffix_start
+        if k is None:
+            return [m for m in self.chain() if not isinstance(m, nn.Identity)]
+        modules: list[nn.Module] = []
+        for gather, conv in zip(list(self.gathers)[:k], list(self.parts)[:k], strict=True):
+            modules += [m for m in (gather, conv) if not isinstance(m, nn.Identity)]
+        with torch.no_grad():
+            matrix = self.suffix_kernel()
+            suffix = nn.Conv2d(matrix.shape[1], matrix.shape[0], 1, bias=False, device=matrix.device,
+                               dtype=matrix.dtype)
+            suffix.weight.copy_(matrix)
+        return [*modules, suffix]
 
     def chain(self) -> list[nn.Module]:
         """The layers the feature path runs, in order: gather, conv, gather, conv, ..., gather (nn.Identity
@@ -335,7 +356,7 @@ class GroupConvChain(ConvOperator):
             return x if self.bias is None else x + self.bias.view(1, -1, 1, 1)
         for gather, conv in zip(list(self.gathers)[:k], list(self.parts)[:k], strict=True):
             x = conv(gather(x))
-        suffix = self._suffix_matrix()
+        suffix = self.suffix_kernel()
         if x.is_contiguous():  # see in_layout
             suffix = in_layout(suffix, torch.contiguous_format)
         return F.conv2d(x, suffix, self.bias)
