@@ -237,7 +237,13 @@ class ACDCConv2d(ConvOperator):
         return self._dense(self.group_weight(self.atoms))
 
     def forward_kernel(self) -> Tensor:
-        return self.group_weight(self.atoms)
+        """The grouped conv's weight (cached in eval); in training from the bank's batched composition of all
+        its members, one matmul per member shape, unless the bank composes layer by layer (`batched`)."""
+        if self._kernel_cacheable():
+            return self.group_weight(self.atoms)
+        if self.bank.batched and len(self.bank._members) > 1 and not torch.compiler.is_compiling():
+            return self.bank.kernel_for(self)
+        return self.group_weight()
 
     def _dense(self, weight: Tensor) -> Tensor:
         """Grouped weight -> the dense kernel of input gather, grouped conv and output shuffle."""
@@ -245,20 +251,8 @@ class ACDCConv2d(ConvOperator):
             return weight.contiguous()
         return compose_plan(self.chain_plan, [weight]).contiguous()
 
-    @torch.jit.unused
-    def _eager_forward(self, x: Tensor) -> Tensor:
-        if self.choose_path(x) == "feature":
-            return self.feature_forward(x)
-        if self._kernel_cacheable():
-            weight = self.composed_kernel()
-        elif self.bank.batched and len(self.bank._members) > 1 and not torch.compiler.is_compiling():
-            # this layer's kernel from the bank's batched composition of all its members
-            weight = self.bank.kernel_for(self)
-        else:
-            weight = self.group_weight()
-        return self._grouped_conv(x, weight)
-
-    def _grouped_conv(self, x: Tensor, weight: Tensor) -> Tensor:
+    def kernel_conv(self, x: Tensor, weight: Tensor) -> Tensor:
+        """The grouped conv with its input gather and output shuffle (ACDC-g), or the plain conv."""
         if self.sets == 1:
             return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
         y = F.conv2d(self.in_gather(x), weight, None, self.stride, self.padding, self.dilation, self.sets)

@@ -173,7 +173,9 @@ class ConvOperator(OperatorMixin, nn.Module):
           `compose_macs` when composing the kernel costs notably) scaled by `feature_path_margin`
           (ops/speed.py);
       `forward_kernel()` the kernel the kernel path runs (default dense_weight(); a grouped operator returns
-          its grouped weight) and `kernel_inputs()` every tensor that kernel depends on (for the eval cache);
+          its grouped weight), `kernel_conv(x, kernel)` the conv it runs with it (default the layer's conv
+          with dense_bias(); ACDC-g runs its grouped conv with gathers) and `kernel_inputs()` every tensor
+          that kernel depends on (for the eval cache);
       `after_optimizer_step()` called by the trainer after each update (BDSC clamps its latent there);
       class flags `from_conv_exact`, `linear_in_train`.
     The eval cache, the path choice, layouts and unbatched inputs are handled here.
@@ -251,6 +253,12 @@ class ConvOperator(OperatorMixin, nn.Module):
         """The kernel the kernel path convolves with (and caches in eval): dense_weight() by default;
         operators that run a grouped conv rather than their dense fold return that conv's weight."""
         return self.dense_weight()
+
+    def kernel_conv(self, x: Tensor, kernel: Tensor) -> Tensor:
+        """The kernel path's convolution of `x` with `kernel`, a `forward_kernel()` (cached in eval): the
+        layer's conv with the dense bias by default; operators whose forward kernel is a grouped conv's
+        weight run that conv with their gathers here."""
+        return F.conv2d(x, kernel, self.dense_bias(), self.stride, self.padding, self.dilation, self.groups)
 
     def kernel_inputs(self) -> tuple[Tensor, ...]:
         """Every parameter and buffer the composed kernel depends on."""
@@ -381,11 +389,13 @@ class ConvOperator(OperatorMixin, nn.Module):
         if not cacheable:  # training: compose afresh, differentiably
             if self._cache is not None:
                 self._cache = None
-            kernel = self.dense_weight()
+            kernel = self.forward_kernel()
             if not channels_last:  # (a channels_last input takes either layout; see in_layout)
                 kernel = in_layout(kernel, layout)
-            return F.conv2d(x, kernel, self.dense_bias(), self.stride, self.padding, self.dilation, self.groups)
+            return self.kernel_conv(x, kernel)
         kernel = self.composed_kernel(layout)
+        if type(self).kernel_conv is not ConvOperator.kernel_conv:
+            return self.kernel_conv(x, kernel)
         bias = self.dense_bias()
         if self._cache is not None and not self._modules and not torch.is_grad_enabled():
             tensors, versions, _ = self._cache
