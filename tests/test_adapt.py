@@ -92,3 +92,14 @@ def test_meta_training_learns_and_meta_testing_changes_nothing() -> None:
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     with pytest.raises(ValueError, match="inner_steps must be a positive integer"):
         MAMLConfig(inner_steps=0).validate()
+
+
+def test_the_few_shot_backbones_count_as_built_by_hand() -> None:
+    """Conv-4 (MAML's, 32 channels) for 5 ways on 1x28x28: 3x3 convs 1->32 and 3 x 32->32 without bias, four
+    BatchNorms (64 each), FC 32->5 with bias; Conv-8 has four more 32->32 blocks."""
+    block = 32 * 32 * 9 + 64
+    conv4 = fc.create_model("conv4", num_classes=5, in_chans=1)
+    conv8 = fc.create_model("conv8", num_classes=5, in_chans=1)
+    assert sum(p.numel() for p in conv4.parameters()) == (9 * 32 + 64) + 3 * block + (32 * 5 + 5) == 28_357
+    assert sum(p.numel() for p in conv8.parameters()) == 28_357 + 4 * block == 65_477
+    assert conv4(torch.randn(2, 1, 28, 28)).shape == (2, 5)
