@@ -107,6 +107,9 @@ def test_a_folder_of_png_pairs(tmp_path: Path) -> None:
     assert train.images.shape == (3, 3, 6, 5) and train.labels.shape == (3, 6, 5)
     assert train.classes == ["sky", "road", "car"] and test.num_classes == 3 and len(test) == 2
     assert int(train.labels[0, 0, 0]) == IGNORE_INDEX
+    _write_png(tmp_path / "val" / "masks" / "1.png", np.zeros((5, 5), dtype=np.uint8), "L")
+    with pytest.raises(DatasetError, match="is 5x6 but its mask 5x5"):
+        load_dataset("seg-folder", "test", tmp_path, image_size=4)
     (tmp_path / "train" / "masks" / "2.png").unlink()
     with pytest.raises(DatasetError, match=r"image 2\.png has no mask"):
         load_dataset("seg-folder", "train", tmp_path)

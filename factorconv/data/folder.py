@@ -3,9 +3,10 @@ and cached as a tensor file keyed by the folder's contents so a second run does 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,23 @@ import torch
 
 from .base import DatasetError, ImageSet
 
-__all__ = ["IMAGE_EXTENSIONS", "class_names", "read_image_folder"]
+__all__ = ["IMAGE_EXTENSIONS", "class_names", "decode_errors", "read_image_folder"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+@contextlib.contextmanager
+def decode_errors(path: Path) -> Iterator[None]:
+    """Decoding `path` with Pillow: a file it cannot read, or one too large to decode safely, becomes one
+    DatasetError naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        yield
+    except Image.DecompressionBombError as err:
+        raise DatasetError(f"{path}: refused, too large to decode safely ({err})") from None
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise DatasetError(f"{path}: not a readable image ({err})") from None
 
 
 def class_names(root: Path) -> list[str]:
@@ -70,7 +85,7 @@ def read_image_folder(
     derived from the file list, sizes and modification times, and reused while those are unchanged.
     """
     try:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
     except ImportError as err:
         raise DatasetError("reading image folders needs Pillow: pip install 'factorconv[data]'") from err
     if mode not in ("RGB", "L"):
@@ -89,16 +104,11 @@ def read_image_folder(
                 cache.unlink(missing_ok=True)
     arrays = []
     for f, _ in files:
-        try:
-            with Image.open(f) as img:
-                img = img.convert(mode)
-                if hw is not None and img.size != (hw[1], hw[0]):
-                    img = img.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
-                arrays.append(np.asarray(img, dtype=np.uint8))
-        except Image.DecompressionBombError as err:
-            raise DatasetError(f"{f}: refused, too large to decode safely ({err})") from None
-        except (UnidentifiedImageError, OSError, ValueError) as err:
-            raise DatasetError(f"{f}: not a readable image ({err})") from None
+        with decode_errors(f), Image.open(f) as img:
+            img = img.convert(mode)
+            if hw is not None and img.size != (hw[1], hw[0]):
+                img = img.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
+            arrays.append(np.asarray(img, dtype=np.uint8))
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise DatasetError(f"image folder {root}: images have different sizes ({sorted(shapes)[:3]} ...); pass a "

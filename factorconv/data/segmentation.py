@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .base import IGNORE_INDEX, DatasetError, ImageSet
+from .folder import decode_errors
 
 __all__ = ["paste_items", "read_segmentation_folder"]
 
@@ -89,7 +90,7 @@ def read_segmentation_folder(split_dir: str | Path, classes: list[str] | None = 
     every image is), masks as class indices (a palette or grayscale PNG; 255 = ignore). `classes` names the
     classes (default: "0".."k" for the largest index seen); `size` resizes (images bilinear, masks nearest)."""
     try:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
     except ImportError as err:
         raise DatasetError("reading segmentation folders needs Pillow: pip install 'factorconv[data]'") from err
     split_dir = Path(split_dir)
@@ -97,25 +98,23 @@ def read_segmentation_folder(split_dir: str | Path, classes: list[str] | None = 
     images, masks = [], []
     gray = True
     for image_file, mask_file in pairs:
-        try:
-            with Image.open(image_file) as img, Image.open(mask_file) as mask:
-                gray = gray and img.mode in ("L", "I;16", "1")
-                img = img.convert("RGB")
-                if mask.mode not in ("L", "P"):
-                    raise DatasetError(f"{mask_file}: a mask must be a grayscale or palette PNG of class indices, "
-                                       f"got mode {mask.mode}")
-                if img.size != mask.size:
-                    raise DatasetError(f"{image_file} is {img.size[0]}x{img.size[1]} but its mask "
-                                       f"{mask.size[0]}x{mask.size[1]}")
-                if size is not None and img.size != (size, size):
-                    img = img.resize((size, size), Image.Resampling.BILINEAR)
-                    mask = mask.resize((size, size), Image.Resampling.NEAREST)
-                images.append(np.asarray(img, dtype=np.uint8))
-                masks.append(np.asarray(mask, dtype=np.uint8))
-        except Image.DecompressionBombError as err:
-            raise DatasetError(f"{image_file}: refused, too large to decode safely ({err})") from None
-        except (UnidentifiedImageError, OSError, ValueError) as err:
-            raise DatasetError(f"{image_file} or its mask: not a readable PNG ({err})") from None
+        with decode_errors(image_file), Image.open(image_file) as img:
+            gray = gray and img.mode in ("L", "I;16", "1")
+            img = img.convert("RGB")
+            image_size = img.size
+            if size is not None and img.size != (size, size):
+                img = img.resize((size, size), Image.Resampling.BILINEAR)
+            images.append(np.asarray(img, dtype=np.uint8))
+        with decode_errors(mask_file), Image.open(mask_file) as mask:
+            if mask.mode not in ("L", "P"):
+                raise DatasetError(f"{mask_file}: a mask must be a grayscale or palette PNG of class indices, "
+                                   f"got mode {mask.mode}")
+            if mask.size != image_size:
+                raise DatasetError(f"{image_file} is {image_size[0]}x{image_size[1]} but its mask "
+                                   f"{mask.size[0]}x{mask.size[1]}")
+            if size is not None and mask.size != (size, size):
+                mask = mask.resize((size, size), Image.Resampling.NEAREST)
+            masks.append(np.asarray(mask, dtype=np.uint8))
     shapes = {a.shape for a in images}
     if len(shapes) > 1:
         raise DatasetError(f"segmentation folder {split_dir}: images have different sizes ({sorted(shapes)[:3]} "
