@@ -259,7 +259,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return 0
     line = f"{result['model']} on {result['data']} ({result['images']} test images, step {result['step']}): " \
-           f"accuracy {100 * result['test_acc']:.2f}%, loss {result['test_loss']:.4f}"
+           f"{'mean IoU' if result.get('score') == 'mean IoU' else 'accuracy'} {100 * result['test_acc']:.2f}%" + \
+           (f" (pixel accuracy {100 * result['test_pixel_acc']:.2f}%)" if "test_pixel_acc" in result else "") + \
+           f", loss {result['test_loss']:.4f}"
     if args.fold:
         line += (f"; folded: {100 * result['folded_test_acc']:.2f}%, largest logit difference "
                  f"{result['folded_max_logit_diff']:.2e}")

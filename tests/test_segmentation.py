@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from factorconv.cli import main
 from factorconv.data import IGNORE_INDEX, Augment, DatasetError, ImageSet, TensorLoader, load_dataset, paste_items
 from factorconv.train import TrainConfig, TrainError, fit
 from factorconv.train.engine import build_model
@@ -137,7 +138,7 @@ def test_conv_scope_places_the_operator_in_one_stage() -> None:
         TrainConfig(**TINY_DEEPLAB, conv_scope="head.*").validate()
 
 
-def test_deeplab_learns_the_synthetic_task_and_resumes_bit_exactly(tmp_path: Path) -> None:
+def test_deeplab_learns_the_synthetic_task_and_resumes_bit_exactly(tmp_path: Path, capsys) -> None:
     common = dict(TINY_DEEPLAB, data="synthetic-seg", batch_size=32, lr=0.05, schedule="onecycle", steps=24,
                   train_subset=512, test_subset=128, augment_pad=2, log_every=4, progress="off", threads=1,
                   checkpoint_every=12)
@@ -163,6 +164,9 @@ def test_deeplab_learns_the_synthetic_task_and_resumes_bit_exactly(tmp_path: Pat
         assert resumed[key] == straight[key], key
     saved = json.loads((tmp_path / "straight" / "result.json").read_text())
     assert saved["test_acc"] == straight["test_acc"] and saved["test_pixel_acc"] == straight["test_pixel_acc"]
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "straight")]) == 0
+    assert f"mean IoU {100 * straight['test_acc']:.2f}% (pixel accuracy" in capsys.readouterr().out
 
 
 def test_a_study_of_segmentation_runs_reports_mean_iou() -> None:
@@ -175,3 +179,4 @@ def test_a_study_of_segmentation_runs_reports_mean_iou() -> None:
            "runs": [], "score": "mean IoU"}
     assert score_label([row]) == "mIoU" and "mIoU % (mean ± std)" in render_table([row])
     assert score_label([{**row, "score": "top-1 accuracy"}]) == "accuracy"
+
