@@ -118,9 +118,8 @@ class Gather:
         zero = self.index == self.source
         index = torch.cat([torch.where(zero, copies * self.source, self.index + q * self.source)
                            for q in range(copies)])
-        kind = "general" if self.kind == "shuffle" else self.kind
-        kind = "general" if kind in ("pad", "prefix") else kind
-        return Gather(index, copies * self.source, kind)
+        # side by side, a permutation stays one; a shuffle, padding or prefix per block is none of those
+        return Gather(index, copies * self.source, "permutation" if self.kind == "permutation" else "general")
 
     def module(self) -> ChannelGather:
         return ChannelGather(self.index, self.source, self.shuffle_groups if self.kind == "shuffle" else None)
