@@ -4,6 +4,7 @@ Fashion-MNIST (meta-train on classes 0-4 and their rotated copies, 20 classes; m
 The paper's claim: plain MAML gets worse as the network deepens, MAML-ACDC does not.
 
     .venv/bin/python benchmarks/fewshot_maml.py [--iterations 300] [--test-episodes 500] [--workers 2]
+        [--seeds 0,1,2] [--shots 1,5]
     .venv/bin/python benchmarks/fewshot_maml.py --render        # rewrite the report from the JSON
 
 Every configuration is tested on the same 500 episodes, so differences are paired episode by episode. Writes
@@ -22,6 +23,7 @@ from typing import Any
 
 from factorconv.adapt import MAMLConfig, compare_episodes, run_fewshot
 from factorconv.bench import machine_info
+from factorconv.study.stats import summarize
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = ("conv4", "conv8")
@@ -29,15 +31,48 @@ OPERATORS = {"conv": None, "acdc": {"share": "net"}}
 SHOTS = (1, 5)
 
 
-def _key(model: str, op: str, shots: int) -> str:
-    return f"{model}/{op}/{shots}-shot"
+def _key(model: str, op: str, shots: int, seed: int = 0) -> str:
+    """A run's key; runs of meta-training seeds after the first (settings["seed"]) carry it."""
+    return f"{model}/{op}/{shots}-shot" + (f"/seed{seed}" if seed else "")
 
 
-def _run(args: tuple[str, str, int, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
-    model, op, shots, settings = args
-    cfg = MAMLConfig(shots=shots, **settings)
+def _run(args: tuple[str, str, int, int, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    model, op, shots, seed, settings = args
+    cfg = MAMLConfig(shots=shots, **{**settings, "seed": seed})
     result = run_fewshot(model, None if op == "conv" else op, cfg, conv_kwargs=OPERATORS[op], threads=1)
-    return _key(model, op, shots), result
+    return _key(model, op, shots, seed), result
+
+
+def _seed_rows(runs: dict[str, Any]) -> list[str]:
+    """Per comparison, the episode-mean paired difference of every meta-training seed both sides have, and
+    their mean with a Student-t interval over seeds: the variation the episode intervals leave out."""
+    seeds = sorted({0} | {int(k.rsplit("seed", 1)[1]) for k in runs if "/seed" in k})
+    if len(seeds) < 2:
+        return []
+    lines = ["", f"## Over meta-training seeds ({', '.join(map(str, seeds))})", "",
+             "Each seed meta-trains every network afresh (initialisation and training episodes); the test "
+             "episodes stay the same. Per seed: the mean over episodes of the paired difference; then the mean "
+             "over seeds with a Student-t 95% interval over seeds.", "",
+             "| shots | comparison | per seed | mean over seeds (95% CI) | verdict |", "|---|---|---|---|---|"]
+    for shots in SHOTS:
+        for name, (ma, oa), (mb, ob) in _COMPARISONS:
+            per_seed = []
+            for seed in seeds:
+                a, b = runs.get(_key(ma, oa, shots, seed)), runs.get(_key(mb, ob, shots, seed))
+                if a and b:
+                    per_seed.append(compare_episodes(a, b)["mean"])
+            if len(per_seed) < 2:
+                continue
+            d = summarize(per_seed).to_dict()
+            lines.append(f"| {shots} | {name} | {' / '.join(f'{v:+.2f}' for v in per_seed)} | {d['mean']:+.2f} "
+                         f"[{d['ci_low']:+.2f}, {d['ci_high']:+.2f}] | {_verdict(d)} |")
+    return lines
+
+
+_COMPARISONS = (("Conv-8 − Conv-4, standard (the paper: lower)", ("conv8", "conv"), ("conv4", "conv")),
+                ("Conv-8 − Conv-4, ACDC-net (the paper: not lower)", ("conv8", "acdc"), ("conv4", "acdc")),
+                ("ACDC-net − standard, Conv-4", ("conv4", "acdc"), ("conv4", "conv")),
+                ("ACDC-net − standard, Conv-8", ("conv8", "acdc"), ("conv8", "conv")))
 
 
 def _verdict(d: dict[str, Any]) -> str:
@@ -78,17 +113,13 @@ def render(data: dict[str, Any]) -> str:
     lines += ["", "## Paired differences (episode by episode)", "",
               "| shots | comparison | Δ points (95% CI) | verdict |", "|---|---|---|---|"]
     for shots in SHOTS:
-        pairs = [("Conv-8 − Conv-4, standard (the paper: lower)", _key("conv8", "conv", shots),
-                  _key("conv4", "conv", shots)),
-                 ("Conv-8 − Conv-4, ACDC-net (the paper: not lower)", _key("conv8", "acdc", shots),
-                  _key("conv4", "acdc", shots)),
-                 ("ACDC-net − standard, Conv-4", _key("conv4", "acdc", shots), _key("conv4", "conv", shots)),
-                 ("ACDC-net − standard, Conv-8", _key("conv8", "acdc", shots), _key("conv8", "conv", shots))]
+        pairs = [(name, _key(*a, shots), _key(*b, shots)) for name, a, b in _COMPARISONS]
         for name, a, b in pairs:
             if a in runs and b in runs:
                 d = compare_episodes(runs[a], runs[b])
                 lines.append(f"| {shots} | {name} | {d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}] | "
                              f"{_verdict(d)} |")
+    lines += _seed_rows(runs)
     return "\n".join(lines) + "\n"
 
 
@@ -98,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-episodes", type=int, default=500)
     p.add_argument("--first-order", action="store_true")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seeds", default="0", help="meta-training seeds, e.g. 0,1,2 (the first table shows seed 0)")
+    p.add_argument("--shots", default="1,5", help="which of 1 and 5 shots to run")
     p.add_argument("--render", action="store_true", help="only rewrite the report from the recorded JSON")
     args = p.parse_args(argv)
     out = RESULTS / "fewshot_maml.json"
@@ -109,10 +142,14 @@ def main(argv: list[str] | None = None) -> int:
     data = json.loads(out.read_text()) if out.is_file() else {}
     if data.get("settings") != settings:
         data = {"settings": settings, "runs": {}}
-    data["command"] = "python benchmarks/fewshot_maml.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = " ".join(["python benchmarks/fewshot_maml.py", *(sys.argv[1:] if argv is None else argv)])
+    data["commands"] = [*data.get("commands", [data["command"]] if "command" in data else []), command]
+    data["command"] = " ; ".join(dict.fromkeys(data["commands"]))
     data["machine"] = machine_info()
-    todo = [(m, op, shots, settings) for shots in SHOTS for m in MODELS for op in OPERATORS
-            if _key(m, op, shots) not in data["runs"]]
+    seeds = [int(v) for v in args.seeds.split(",")]
+    shots_wanted = [int(v) for v in args.shots.split(",")]
+    todo = [(m, op, shots, seed, settings) for shots in SHOTS if shots in shots_wanted for m in MODELS
+            for op in OPERATORS for seed in seeds if _key(m, op, shots, seed) not in data["runs"]]
     todo.sort(key=lambda t: (-t[2], t[0] != "conv8"))  # the longest (5-shot, Conv-8) first: better packing
     start, before = time.perf_counter(), data.get("wall_minutes", 0.0)
     with ProcessPoolExecutor(args.workers) as pool:
