@@ -4,7 +4,7 @@ Fashion-MNIST (meta-train on classes 0-4 and their rotated copies, 20 classes; m
 The paper's claim: plain MAML gets worse as the network deepens, MAML-ACDC does not.
 
     .venv/bin/python benchmarks/fewshot_maml.py [--iterations 300] [--test-episodes 500] [--workers 2]
-        [--seeds 0,1,2] [--shots 1,5]
+        [--seeds 0,1,2] [--shots 1,5] [--models conv4,conv8]
     .venv/bin/python benchmarks/fewshot_maml.py --render        # rewrite the report from the JSON
 
 Every configuration is tested on the same 500 episodes, so differences are paired episode by episode. Writes
@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seeds", default="0", help="meta-training seeds, e.g. 0,1,2 (the first table shows seed 0)")
     p.add_argument("--shots", default="1,5", help="which of 1 and 5 shots to run")
+    p.add_argument("--models", default=",".join(MODELS), help="which of the backbones to run")
     p.add_argument("--render", action="store_true", help="only rewrite the report from the recorded JSON")
     args = p.parse_args(argv)
     out = RESULTS / "fewshot_maml.json"
@@ -148,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     data["machine"] = machine_info()
     seeds = [int(v) for v in args.seeds.split(",")]
     shots_wanted = [int(v) for v in args.shots.split(",")]
-    todo = [(m, op, shots, seed, settings) for shots in SHOTS if shots in shots_wanted for m in MODELS
+    models = args.models.split(",")
+    todo = [(m, op, shots, seed, settings) for shots in SHOTS if shots in shots_wanted for m in MODELS if m in models
             for op in OPERATORS for seed in seeds if _key(m, op, shots, seed) not in data["runs"]]
     todo.sort(key=lambda t: (-t[2], t[0] != "conv8"))  # the longest (5-shot, Conv-8) first: better packing
     start, before = time.perf_counter(), data.get("wall_minutes", 0.0)
