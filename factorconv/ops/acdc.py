@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from ..registry import register_conv
 from .base import ConvOperator
-from .chain import ChainPart, ChainPlan, Gather, compose_plan, deploy_plan
+from .chain import ChainPart, ChainPlan, Gather, compose_plan, deploy_plan, gather_indices
 from .channel import ChannelGather
 from .spec import Cost, conv_macs, float_bits
 
@@ -249,7 +249,8 @@ class ACDCConv2d(ConvOperator):
         """Grouped weight -> the dense kernel of input gather, grouped conv and output shuffle."""
         if self.sets == 1:
             return weight.contiguous()
-        return compose_plan(self.chain_plan, [weight]).contiguous()
+        return compose_plan(self.chain_plan, [weight],
+                            indices=gather_indices([self.in_gather, self.out_shuffle])).contiguous()
 
     def kernel_conv(self, x: Tensor, weight: Tensor) -> Tensor:
         """The grouped conv with its input gather and output shuffle (ACDC-g), or the plain conv."""

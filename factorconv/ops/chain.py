@@ -22,16 +22,13 @@ from ..functional import compose_kernels, expand_grouped_kernel, shuffle_permuta
 from .base import ConvOperator
 from .channel import ChannelGather, Reach, chain_reach
 from .runtime import compose_for_cache, full_precision, in_layout
-from .spec import Cost, conv_macs, conv_output_hw, float_bits
+from .spec import Cost, as_pair, conv_macs, conv_output_hw, float_bits
 from .speed import GATHER_MAC_EQUIVALENT, GROUP_RATE_CHANNELS
 
-__all__ = ["AddBias", "ChainPart", "ChainPlan", "Gather", "GroupConvChain", "compose_plan", "deploy_plan"]
+__all__ = ["AddBias", "ChainPart", "ChainPlan", "Gather", "GroupConvChain", "compose_plan", "deploy_plan",
+           "gather_indices"]
 
 GATHER_KINDS = ("prefix", "pad", "shuffle", "permutation", "general")
-
-
-def _pair(value: int | Sequence[int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
 @dataclass(frozen=True)
@@ -48,8 +45,8 @@ class ChainPart:
     dilation: tuple[int, int] = (1, 1)
 
     def __post_init__(self) -> None:
-        for name in ("kernel_size", "stride", "padding", "dilation"):
-            object.__setattr__(self, name, _pair(getattr(self, name)))
+        for name, minimum in (("kernel_size", 1), ("stride", 1), ("padding", 0), ("dilation", 1)):
+            object.__setattr__(self, name, as_pair("ChainPart", name, getattr(self, name), minimum))
         if self.groups < 1 or self.in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(f"ChainPart: {self.groups} groups must divide {self.in_channels} -> "
                              f"{self.out_channels} channels")
@@ -152,11 +149,11 @@ class ChainPlan:
                     raise ValueError(f"ChainPlan: part {i} reads {self.parts[i].in_channels} channels, the chain "
                                      f"has {width} there")
                 width = self.parts[i].out_channels
-        object.__setattr__(self, "_out", width)
 
     @property
     def out_channels(self) -> int:
-        return self._out  # type: ignore[attr-defined]
+        last = self.gathers[-1]
+        return self.parts[-1].out_channels if last is None else last.width
 
     @property
     def params(self) -> int:
@@ -169,14 +166,16 @@ class ChainPlan:
         return ChainPlan(self.in_channels * copies, tuple(p.replicate(copies) for p in self.parts),
                          tuple(None if g is None else g.replicate(copies) for g in self.gathers))
 
-    def layers(self, device: Any = "meta") -> list[nn.Module | Tensor]:
-        """The chain as convs (on `device`) and ChannelGathers, in order, identities left out."""
-        out: list[nn.Module | Tensor] = []
+    def layers(self, **factory: Any) -> list[nn.Module]:
+        """The chain as new convs (`factory`: device, dtype; the meta device by default) and ChannelGathers, in
+        order, identities left out."""
+        factory.setdefault("device", "meta")
+        out: list[nn.Module] = []
         for i, gather in enumerate(self.gathers):
             if gather is not None:
                 out.append(gather.module())
             if i < len(self.parts):
-                out.append(self.parts[i].conv(device=device))
+                out.append(self.parts[i].conv(**factory))
         return out
 
     def reach(self, expected_field: tuple[int, int] | None = None) -> Reach:
@@ -185,35 +184,39 @@ class ChainPlan:
         return chain_reach(self.layers(), expected_field)
 
 
-def compose_plan(plan: ChainPlan, weights: Sequence[Tensor], start: int = 0) -> Tensor:
+def gather_indices(modules: Sequence[nn.Module]) -> list[Tensor | None]:
+    """The index buffers (on the modules' device) of a chain's gather modules; None for an nn.Identity."""
+    return [m.index if isinstance(m, ChannelGather) else None for m in modules]
+
+
+def compose_plan(plan: ChainPlan, weights: Sequence[Tensor], start: int = 0,
+                 indices: Sequence[Tensor | None] | None = None) -> Tensor:
     """The dense kernel of the plan's parts from `start` on with their gathers, the part weights given
-    (grouped, as nn.Conv2d holds them): (out_channels, source width of gather `start`, kh, kw)."""
+    (grouped, as nn.Conv2d holds them): (out_channels, source width of gather `start`, kh, kw). `indices`:
+    the gathers' indices already on the weights' device (an operator's buffers, `gather_indices`), so that
+    composing in training copies nothing to the device; by default the plan's, moved there."""
+    device = weights[0].device
+    indices = indices if indices is not None else [None if g is None else g.index.to(device) for g in plan.gathers]
     total: Tensor | None = None
-    for gather, part, weight in zip(plan.gathers[start:-1], plan.parts[start:], weights[start:], strict=True):
+    for gather, index, part, weight in zip(plan.gathers[start:-1], indices[start:-1], plan.parts[start:],
+                                           weights[start:], strict=True):
         w = expand_grouped_kernel(weight, part.groups)
         if gather is not None:  # part(x[:, idx]) reads x through the gather
-            index = gather.index.to(w.device)
             kh, kw = w.shape[-2:]
             w = w.new_zeros(w.shape[0], gather.source + 1, kh, kw).index_add(1, index, w)[:, :gather.source]
         total = w if total is None else compose_kernels(total, w)
-    final = plan.gathers[-1]
-    if final is not None:
-        total = total.index_select(0, final.index.to(total.device))
+    if plan.gathers[-1] is not None:
+        total = total.index_select(0, indices[-1])
     return total
 
 
 def deploy_plan(plan: ChainPlan, weights: Sequence[Tensor], bias: Tensor | None) -> nn.Sequential:
     """The plan as plain modules with these part weights: gathers, nn.Conv2d (no bias) and the bias added at
     the end (what deploy() ships where the factorized form is smaller than the fold)."""
-    modules: list[nn.Module] = []
-    for i, gather in enumerate(plan.gathers):
-        if gather is not None:
-            modules.append(gather.module())
-        if i < len(plan.parts):
-            conv = plan.parts[i].conv(device=weights[i].device, dtype=weights[i].dtype)
-            with torch.no_grad():
-                conv.weight.copy_(weights[i])
-            modules.append(conv)
+    modules = plan.layers(device=weights[0].device, dtype=weights[0].dtype)
+    with torch.no_grad():
+        for conv, weight in zip((m for m in modules if isinstance(m, nn.Conv2d)), weights, strict=True):
+            conv.weight.copy_(weight)
     if bias is not None:
         modules.append(AddBias(bias.detach().clone()))
     return nn.Sequential(*modules)
@@ -340,7 +343,8 @@ class GroupConvChain(ConvOperator):
     def _compose_parts(self, start: int = 0) -> Tensor:
         """The dense kernel of the parts from `start` on with their gathers (the gather before part `start`
         included, the last gather too): (out_channels, source width of gather `start`, kh, kw)."""
-        return compose_plan(self.chain_plan, [conv.weight for conv in self.parts], start)
+        return compose_plan(self.chain_plan, [conv.weight for conv in self.parts], start,
+                            gather_indices(self.gathers))
 
     def dense_weight(self) -> Tensor:
         return take_grouped_kernel(self._compose_parts(), self.groups).contiguous()
