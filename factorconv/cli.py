@@ -226,6 +226,7 @@ def _train_config(args: argparse.Namespace) -> tuple[Any, bool]:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train import fit
+    from .train.task import score_label
 
     if args.list_presets:
         from .train import PRESETS
@@ -243,8 +244,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:
-        acc = result.get("test_acc")
-        score = "mIoU" if result.get("task") == "segmentation" else "accuracy"
+        acc, score = result.get("test_acc"), score_label([result.get("score")])
         print(f"test {score} {100 * acc:.2f}% (loss {result['test_loss']:.4f}) after {result['steps']} steps, "
               f"{result['train_seconds']:.0f} s training / {result['seconds']:.0f} s total; "
               f"{result['profile']['params']:,} params; results in {result['run_dir']}")

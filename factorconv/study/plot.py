@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..train.task import score_label
 from .spec import AXES
 
 __all__ = ["plot_study"]
@@ -58,8 +59,7 @@ def plot_study(rows: Sequence[dict[str, Any]], axes: Sequence[str], path: Path, 
         if values and max(values) / max(min(values), 1) > 20:
             ax.set_xscale("log")
         ax.set_xlabel(label)
-        ax.set_ylabel("test mIoU % (mean, 95% CI)" if rows and all(r.get("score") == "mean IoU" for r in rows)
-                      else "test accuracy % (mean, 95% CI)")
+        ax.set_ylabel(f"test {score_label(r.get('score') for r in rows)} % (mean, 95% CI)")
         ax.grid(True, alpha=0.3)
         ax.set_title(f"accuracy vs {label}")
     panels[0][-1].legend(fontsize=8, loc="best")

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..train.health import DIVERGED, NOT_CONVERGED, assess
 from ..train.rundir import write_json
+from ..train.task import score_label as task_score_label
 from .execution import StudyError
 from .front import front_steps, pareto_front
 from .plot import plot_study
@@ -188,7 +189,7 @@ def _health(row: dict[str, Any]) -> str:
 
 def score_label(rows: Sequence[dict[str, Any]]) -> str:
     """What the study's "accuracy" numbers are: "mIoU" when every row is a segmentation run, else "accuracy"."""
-    return "mIoU" if rows and all(r.get("score") == "mean IoU" for r in rows) else "accuracy"
+    return task_score_label(r.get("score") for r in rows)
 
 
 def render_table(rows: Sequence[dict[str, Any]], axes: Sequence[str] = ("params", "macs")) -> str:

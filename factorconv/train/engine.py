@@ -339,9 +339,6 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         try:
             model = build_model(cfg, train_set.num_classes, train_set.channels, self.input_size).to(device)
-        except ValueError as err:
-            raise TrainError(str(err)) from None
-        try:
             check_task(model, train_set.task, cfg.model, cfg.data)
         except ValueError as err:
             raise TrainError(str(err)) from None
@@ -434,7 +431,7 @@ class Trainer:
             loss = task_loss(out.float(), y, cfg.label_smoothing)
             if aux is not None:
                 loss = loss + cfg.aux_weight * task_loss(aux.float(), y, cfg.label_smoothing)
-        correct, count = correct_and_count(out, y)  # images, or scored pixels
+        correct, count = correct_and_count(out.argmax(1), y)  # images, or scored pixels
         stats = torch.stack([loss.detach().double() * count, correct, count,
                              (~torch.isfinite(loss.detach())).double()])
         stats = all_reduce_sum(stats, ctx).tolist()

@@ -6,20 +6,25 @@ accuracy (pixel accuracy for segmentation) and evaluation all go through here.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.base import IGNORE_INDEX
 
-__all__ = ["SCORE_NAMES", "Scores", "check_task", "correct_and_count", "mean_iou", "task_loss", "task_of"]
+__all__ = ["SCORE_NAMES", "Scores", "check_task", "correct_and_count", "mean_iou", "score_label", "task_loss"]
 
 # the score `test_acc` holds for each task (result.json's "score")
 SCORE_NAMES = {"classification": "top-1 accuracy", "segmentation": "mean IoU"}
 
 
-def task_of(labels: Tensor) -> str:
-    return "segmentation" if labels.dim() == 3 else "classification"
+def score_label(scores: Iterable[str | None]) -> str:
+    """What a column of scores is called in tables and plots: "mIoU" when every one is a mean IoU, else
+    "accuracy" (results written before scores were named are accuracies)."""
+    scores = list(scores)
+    return "mIoU" if scores and all(s == SCORE_NAMES["segmentation"] for s in scores) else "accuracy"
 
 
 def check_task(model: nn.Module, data_task: str, model_name: str, data_name: str) -> None:
@@ -32,16 +37,18 @@ def check_task(model: nn.Module, data_task: str, model_name: str, data_name: str
                          f"use a {model_task} data set ({sets}) or a {data_task} model")
 
 
-def task_loss(out: Tensor, y: Tensor, label_smoothing: float = 0.0) -> Tensor:
-    """Mean cross-entropy over the images (classification) or the scored pixels (segmentation)."""
+def task_loss(out: Tensor, y: Tensor, label_smoothing: float = 0.0, reduction: str = "mean") -> Tensor:
+    """Cross-entropy over the images (classification) or the scored pixels (segmentation): their mean, or
+    with `reduction="sum"` their sum."""
     if y.dim() == 3:
-        return F.cross_entropy(out, y, ignore_index=IGNORE_INDEX, label_smoothing=label_smoothing)
-    return F.cross_entropy(out, y, label_smoothing=label_smoothing)
+        return F.cross_entropy(out, y, ignore_index=IGNORE_INDEX, label_smoothing=label_smoothing,
+                               reduction=reduction)
+    return F.cross_entropy(out, y, label_smoothing=label_smoothing, reduction=reduction)
 
 
-def correct_and_count(out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """Correct predictions and how many were scored (images, or pixels not ignored), as float64 tensors."""
-    pred = out.argmax(1)
+def correct_and_count(pred: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Correct predictions (`pred`, the logits' argmax) and how many were scored (images, or pixels not
+    ignored), as float64 tensors."""
     if y.dim() == 3:
         scored = y != IGNORE_INDEX
         return ((pred == y) & scored).sum().double(), scored.sum().double()
@@ -67,15 +74,13 @@ class Scores:
                                 device=device)
 
     def add(self, out: Tensor, y: Tensor) -> None:
-        correct, count = correct_and_count(out, y)
+        pred = out.argmax(1)
+        correct, count = correct_and_count(pred, y)
         if y.dim() == 3:
-            loss = F.cross_entropy(out, y, ignore_index=IGNORE_INDEX, reduction="sum")
             scored = y != IGNORE_INDEX
-            pairs = y[scored] * self.num_classes + out.argmax(1)[scored]
+            pairs = y[scored] * self.num_classes + pred[scored]
             self.sums[3:] += torch.bincount(pairs, minlength=self.num_classes ** 2).double()
-        else:
-            loss = F.cross_entropy(out, y, reduction="sum")
-        self.sums[:3] += torch.stack([loss.double(), correct, count])
+        self.sums[:3] += torch.stack([task_loss(out, y, reduction="sum").double(), correct, count])
 
     def result(self, sums: Tensor) -> dict[str, float]:
         """{"test_loss", "test_acc"} (test_acc is the task's score: accuracy, or mean IoU with the pixel
