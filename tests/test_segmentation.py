@@ -102,6 +102,12 @@ def test_a_folder_of_png_pairs(tmp_path: Path) -> None:
             mask[0, 0] = IGNORE_INDEX
             _write_png(tmp_path / split / "images" / f"{i}.png", image, "RGB")
             _write_png(tmp_path / split / "masks" / f"{i}.png", mask, "L")
+    # without classes.txt the test split is labelled by the training masks' classes (read without images)
+    assert load_dataset("seg-folder", "test", tmp_path).classes == ["0", "1", "2"]
+    _write_png(tmp_path / "val" / "masks" / "0.png", np.full((6, 5), 3, dtype=np.uint8), "L")
+    with pytest.raises(DatasetError, match="has mask values up to 3 but the training masks only up to 2"):
+        load_dataset("seg-folder", "test", tmp_path)
+    _write_png(tmp_path / "val" / "masks" / "0.png", np.zeros((6, 5), dtype=np.uint8), "L")
     (tmp_path / "classes.txt").write_text("sky\nroad\ncar\n")
     train = load_dataset("seg-folder", "train", tmp_path)
     test = load_dataset("seg-folder", "test", tmp_path)

@@ -11,10 +11,18 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["IGNORE_INDEX", "DatasetError", "ImageSet", "file_md5", "select_classes"]
+__all__ = ["IGNORE_INDEX", "DatasetError", "ImageSet", "file_md5", "largest_class", "select_classes"]
 
 # The label of pixels no class is scored on (segmentation masks: object borders, padding), as in VOC's masks
 IGNORE_INDEX = 255
+
+
+def largest_class(masks: Tensor) -> int:
+    """The largest class index in uint8 masks, IGNORE_INDEX pixels left out (0 when there is none)."""
+    top = int(masks.max()) if masks.numel() else 0
+    if top == IGNORE_INDEX:  # a second pass only when some pixel is ignored
+        top = int(masks.masked_fill(masks == IGNORE_INDEX, 0).max())
+    return top
 
 
 class DatasetError(RuntimeError):
@@ -49,9 +57,7 @@ class ImageSet:
             if len(self.classes) > IGNORE_INDEX:
                 raise DatasetError(f"{self.name}: {len(self.classes)} classes do not fit uint8 masks beside the "
                                    f"ignore label {IGNORE_INDEX}")
-            top = int(self.labels.max()) if self.labels.numel() else 0
-            if top == IGNORE_INDEX:  # the largest scored value (a full pass only when some pixel is ignored)
-                top = int(self.labels.masked_fill(self.labels == IGNORE_INDEX, 0).max())
+            top = largest_class(self.labels)
             if top >= len(self.classes):
                 raise DatasetError(f"{self.name}: mask values reach {top} but there are "
                                    f"{len(self.classes)} classes (values are class indices, {IGNORE_INDEX} = ignore; "

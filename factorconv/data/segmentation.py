@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import IGNORE_INDEX, DatasetError, ImageSet
+from .base import IGNORE_INDEX, DatasetError, ImageSet, largest_class
 from .folder import decode_errors
 
-__all__ = ["paste_items", "read_segmentation_folder"]
+__all__ = ["largest_mask_value", "paste_items", "read_segmentation_folder"]
 
 
 def paste_items(items: ImageSet, *, canvas: int, per_canvas: int = 2, count: int | None = None,
@@ -57,9 +57,8 @@ def paste_items(items: ImageSet, *, canvas: int, per_canvas: int = 2, count: int
         cols = (lefts[:, k, None] + torch.arange(w))[:, None, :]  # (count, 1, w)
         n = torch.arange(count)[:, None, None]
         visible = visible_all[idx]
-        region = images[n[:, None], torch.arange(items.channels)[None, :, None, None], rows[:, None], cols[:, None]]
-        images[n[:, None], torch.arange(items.channels)[None, :, None, None], rows[:, None], cols[:, None]] = \
-            torch.where(visible[:, None], pixels[idx], region)
+        region = (n[:, None], torch.arange(items.channels)[None, :, None, None], rows[:, None], cols[:, None])
+        images[region] = torch.where(visible[:, None], pixels[idx], images[region])
         masks[n, rows, cols] = torch.where(visible, (labels[idx] + 1).to(torch.uint8)[:, None, None],
                                            masks[n, rows, cols])
     return ImageSet(images, masks, ["background", *items.classes], name or f"{items.name}-seg",
@@ -84,6 +83,29 @@ def _pairs(split_dir: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
+def _read_mask(mask_file: Path, size: int | None = None, image_file: Path | None = None,
+               image_size: tuple[int, int] | None = None) -> np.ndarray:
+    """A mask PNG as uint8 class indices (grayscale or palette), checked against its image's size, resized
+    (nearest) to `size`."""
+    from PIL import Image
+
+    with decode_errors(mask_file), Image.open(mask_file) as mask:
+        if mask.mode not in ("L", "P"):
+            raise DatasetError(f"{mask_file}: a mask must be a grayscale or palette PNG of class indices, "
+                               f"got mode {mask.mode}")
+        if image_size is not None and mask.size != image_size:
+            raise DatasetError(f"{image_file} is {image_size[0]}x{image_size[1]} but its mask "
+                               f"{mask.size[0]}x{mask.size[1]}")
+        if size is not None and mask.size != (size, size):
+            mask = mask.resize((size, size), Image.Resampling.NEAREST)
+        return np.asarray(mask, dtype=np.uint8)
+
+
+def largest_mask_value(split_dir: str | Path) -> int:
+    """The largest class index in the masks of a split folder (255 = ignore left out), reading the masks only."""
+    return max(largest_class(torch.tensor(_read_mask(mask))) for _, mask in _pairs(Path(split_dir)))
+
+
 def read_segmentation_folder(split_dir: str | Path, classes: list[str] | None = None,
                              size: int | None = None) -> ImageSet:
     """The PNG pairs of `split_dir` (`images/<name>.png`, `masks/<name>.png`): images as RGB (grayscale when
@@ -105,16 +127,7 @@ def read_segmentation_folder(split_dir: str | Path, classes: list[str] | None = 
             if size is not None and img.size != (size, size):
                 img = img.resize((size, size), Image.Resampling.BILINEAR)
             images.append(np.asarray(img, dtype=np.uint8))
-        with decode_errors(mask_file), Image.open(mask_file) as mask:
-            if mask.mode not in ("L", "P"):
-                raise DatasetError(f"{mask_file}: a mask must be a grayscale or palette PNG of class indices, "
-                                   f"got mode {mask.mode}")
-            if mask.size != image_size:
-                raise DatasetError(f"{image_file} is {image_size[0]}x{image_size[1]} but its mask "
-                                   f"{mask.size[0]}x{mask.size[1]}")
-            if size is not None and mask.size != (size, size):
-                mask = mask.resize((size, size), Image.Resampling.NEAREST)
-            masks.append(np.asarray(mask, dtype=np.uint8))
+        masks.append(_read_mask(mask_file, size, image_file, image_size))
     shapes = {a.shape for a in images}
     if len(shapes) > 1:
         raise DatasetError(f"segmentation folder {split_dir}: images have different sizes ({sorted(shapes)[:3]} "
@@ -124,6 +137,5 @@ def read_segmentation_folder(split_dir: str | Path, classes: list[str] | None = 
         pixels = pixels[:, :1]
     labels = torch.from_numpy(np.stack(masks))
     if classes is None:
-        scored = labels[labels != IGNORE_INDEX]
-        classes = [str(i) for i in range(int(scored.max()) + 1 if len(scored) else 1)]
+        classes = [str(i) for i in range(largest_class(labels) + 1)]
     return ImageSet(pixels.contiguous(), labels, list(classes), split_dir.name, str(split_dir))

@@ -23,7 +23,7 @@ from .cifar import CIFAR, read_cifar
 from .download import download_file
 from .folder import class_names, read_image_folder
 from .idx import IDX_FILES, find_idx_file, read_idx_split
-from .segmentation import paste_items, read_segmentation_folder
+from .segmentation import largest_mask_value, paste_items, read_segmentation_folder
 
 __all__ = ["DATASETS", "DatasetInfo", "default_roots", "list_datasets", "load_dataset", "synthetic"]
 
@@ -169,16 +169,23 @@ def _load_cifar(info: DatasetInfo, split: str, root: str | Path | None, download
     return read_cifar(found, info.name, split, verify)
 
 
-def _load_folder(split: str, root: str | Path | None, image_size: int | None, cache: bool) -> ImageSet:
-    if root is None:
-        raise DatasetError("folder: needs a root directory holding train/<class>/ and test/<class>/ "
-                           "(--data-dir DIR)")
-    root = Path(root)
+def _split_dir(name: str, split: str, root: str | Path | None, layout: str) -> tuple[Path, Path]:
+    """(root, the split's directory) of a folder set: root/train, or root/test or root/val; `layout` is what
+    the error says belongs in it."""
     names = ("train",) if split == "train" else ("test", "val")
+    if root is None:
+        raise DatasetError(f"{name}: needs a root directory holding train/ and test/ (or val/) directories, each "
+                           f"{layout} (--data-dir DIR)")
+    root = Path(root)
     sub = next((root / n for n in names if (root / n).is_dir()), None)
     if sub is None:
-        raise DatasetError(f"folder: {root} has no {' or '.join(names)}/ directory (expected "
-                           f"{root}/{names[0]}/<class>/<image>)")
+        raise DatasetError(f"{name}: {root} has no {' or '.join(names)}/ directory (expected "
+                           f"{root}/{names[0]}/{layout})")
+    return root, sub
+
+
+def _load_folder(split: str, root: str | Path | None, image_size: int | None, cache: bool) -> ImageSet:
+    root, sub = _split_dir("folder", split, root, "<class>/<image>")
     cache_dir = Path.home() / ".cache" / "factorconv" / "folders" if cache else None
     # the test split is labelled by the training split's class names, not by its own sorted order
     classes = class_names(root / "train") if split == "test" and (root / "train").is_dir() else None
@@ -193,26 +200,19 @@ def _load_pasted(info: DatasetInfo, split: str, root: str | Path | None, downloa
 
 
 def _load_segmentation_folder(split: str, root: str | Path | None, image_size: int | None) -> ImageSet:
-    if root is None:
-        raise DatasetError("seg-folder: needs a root directory holding train/images/, train/masks/ and test/ (or "
-                           "val/) the same (--data-dir DIR)")
-    root = Path(root)
-    names = ("train",) if split == "train" else ("test", "val")
-    sub = next((root / n for n in names if (root / n).is_dir()), None)
-    if sub is None:
-        raise DatasetError(f"seg-folder: {root} has no {' or '.join(names)}/ directory (expected "
-                           f"{root}/{names[0]}/images/<name>.png and {root}/{names[0]}/masks/<name>.png)")
+    root, sub = _split_dir("seg-folder", split, root, "images/<name>.png with masks/<name>.png")
     classes_file = root / "classes.txt"
     classes = None
     if classes_file.is_file():
         classes = [line.strip() for line in classes_file.read_text().splitlines() if line.strip()]
     result = read_segmentation_folder(sub, classes, image_size)
     if classes is None and split == "test" and (root / "train").is_dir():  # label both splits alike
-        train_classes = read_segmentation_folder(root / "train", None, image_size).classes
-        if len(train_classes) < result.num_classes:
+        train_count = largest_mask_value(root / "train") + 1  # the training masks only, not their images
+        if train_count < result.num_classes:
             raise DatasetError(f"seg-folder: {sub} has mask values up to {result.num_classes - 1} but the training "
-                               f"masks only up to {len(train_classes) - 1}; name the classes in {classes_file}")
-        result = ImageSet(result.images, result.labels, train_classes, result.name, result.source)
+                               f"masks only up to {train_count - 1}; name the classes in {classes_file}")
+        result = ImageSet(result.images, result.labels, [str(i) for i in range(train_count)], result.name,
+                          result.source)
     return result
 
 
