@@ -23,7 +23,7 @@ from typing import Any
 
 from factorconv.adapt import MAMLConfig, compare_episodes, run_fewshot
 from factorconv.bench import machine_info
-from factorconv.study.stats import summarize
+from factorconv.study.stats import summarize, verdict
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = ("conv4", "conv8")
@@ -60,27 +60,19 @@ def _seed_rows(runs: dict[str, Any]) -> list[str]:
             for seed in seeds:
                 a, b = runs.get(_key(ma, oa, shots, seed)), runs.get(_key(mb, ob, shots, seed))
                 if a and b:
-                    per_seed.append(compare_episodes(a, b)["mean"])
+                    per_seed.append(compare_episodes(a, b).mean)
             if len(per_seed) < 2:
                 continue
-            d = summarize(per_seed).to_dict()
-            lines.append(f"| {shots} | {name} | {' / '.join(f'{v:+.2f}' for v in per_seed)} | {d['mean']:+.2f} "
-                         f"[{d['ci_low']:+.2f}, {d['ci_high']:+.2f}] | {_verdict(d)} |")
+            d = summarize(per_seed)
+            lines.append(f"| {shots} | {name} | {' / '.join(f'{v:+.2f}' for v in per_seed)} | {d.mean:+.2f} "
+                         f"[{d.ci_low:+.2f}, {d.ci_high:+.2f}] | {verdict(d)} |")
     return lines
 
 
-_COMPARISONS = (("Conv-8 − Conv-4, standard (the paper: lower)", ("conv8", "conv"), ("conv4", "conv")),
-                ("Conv-8 − Conv-4, ACDC-net (the paper: not lower)", ("conv8", "acdc"), ("conv4", "acdc")),
+_COMPARISONS = (("Conv-8 − Conv-4, standard (the paper: worse)", ("conv8", "conv"), ("conv4", "conv")),
+                ("Conv-8 − Conv-4, ACDC-net (the paper: not worse)", ("conv8", "acdc"), ("conv4", "acdc")),
                 ("ACDC-net − standard, Conv-4", ("conv4", "acdc"), ("conv4", "conv")),
                 ("ACDC-net − standard, Conv-8", ("conv8", "acdc"), ("conv8", "conv")))
-
-
-def _verdict(d: dict[str, Any]) -> str:
-    if d["ci_low"] > 0:
-        return "higher"
-    if d["ci_high"] < 0:
-        return "lower"
-    return "not distinguishable"
 
 
 def render(data: dict[str, Any]) -> str:
@@ -117,8 +109,8 @@ def render(data: dict[str, Any]) -> str:
         for name, a, b in pairs:
             if a in runs and b in runs:
                 d = compare_episodes(runs[a], runs[b])
-                lines.append(f"| {shots} | {name} | {d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}] | "
-                             f"{_verdict(d)} |")
+                lines.append(f"| {shots} | {name} | {d.mean:+.2f} [{d.ci_low:+.2f}, {d.ci_high:+.2f}] | "
+                             f"{verdict(d)} |")
     lines += _seed_rows(runs)
     return "\n".join(lines) + "\n"
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from factorconv.bench import machine_info
 from factorconv.study.stats import paired_difference, summarize
+from factorconv.study.stats import verdict as difference_verdict
 from factorconv.train import fit, resolve_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -47,12 +48,6 @@ def _jobs(op: str, seed: int, out: Path, steps: int, tune_steps: int) -> tuple[d
     tunes.append({**common, "classes": TARGET, "steps": tune_steps,
                   "run_dir": str(out / op / "scratch" / f"seed{seed}")})
     return source, tunes
-
-
-def _verdict(d: dict[str, Any]) -> str:
-    if d.get("ci_low") is None:
-        return "-"
-    return "higher" if d["ci_low"] > 0 else "lower" if d["ci_high"] < 0 else "not distinguishable"
 
 
 def _label(op: str, part: str) -> str:
@@ -81,10 +76,9 @@ def render(data: dict[str, Any]) -> str:
             s = summarize(accs)
             delta, verdict = "", ""
             if full and part != "all":
-                d = paired_difference(accs, [100 * r["test_acc"] for r in full]).to_dict()
-                delta = (f"{d['mean']:+.2f}" if d["ci_low"] is None else
-                         f"{d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]")
-                verdict = _verdict(d)
+                d = paired_difference(accs, [100 * r["test_acc"] for r in full])
+                delta = f"{d.mean:+.2f}" if d.ci_low is None else f"{d.mean:+.2f} [{d.ci_low:+.2f}, {d.ci_high:+.2f}]"
+                verdict = difference_verdict(d)
             total = runs[0]["profile"]["params"]
             trained = runs[0]["trained_params"]
             cell = "reference" if part == "all" else delta
@@ -161,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             runs.setdefault(key, []).append({**{k: result.get(k) for k in ("test_acc", "trained_params", "profile",
                                                                            "train_seconds", "run_dir")},
                                              "seed": job["seed"]})
-        data = {"command": "python benchmarks/transfer_parts.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        data = {"command": " ".join(["python benchmarks/transfer_parts.py", *(sys.argv[1:] if argv is None else argv)]),
                 "machine": machine_info(), "seeds": args.seeds, "steps": args.steps, "tune_steps": args.tune_steps,
                 "wall_minutes": (time.perf_counter() - start) / 60, "runs": runs}
         record.write_text(json.dumps(data, indent=1, default=str) + "\n")

@@ -13,7 +13,7 @@ import torch
 from ..accounting import count_params
 from ..data import load_dataset
 from ..registry import create_model
-from ..study.stats import paired_difference, summarize
+from ..study.stats import Summary, paired_difference, summarize
 from .episodes import EpisodeSampler, class_pool
 from .maml import MAMLConfig, meta_test, meta_train
 
@@ -55,9 +55,10 @@ def run_fewshot(model: str, conv: str | None, cfg: MAMLConfig, *, conv_kwargs: d
             "accuracy": summarize(accs).to_dict()}
 
 
-def compare_episodes(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """a minus b, episode by episode (both tested on the same episodes): mean and 95% interval, percent."""
+def compare_episodes(a: dict[str, Any], b: dict[str, Any]) -> Summary:
+    """a minus b, episode by episode (both tested on the same episodes): mean and 95% interval, percent
+    (`factorconv.study.stats.verdict` reads it)."""
     if a["config"]["test_episodes"] != b["config"]["test_episodes"] or \
             (a["config"]["ways"], a["config"]["shots"]) != (b["config"]["ways"], b["config"]["shots"]):
         raise ValueError("few-shot results can be paired only over the same test episodes")
-    return paired_difference(a["episode_accuracy"], b["episode_accuracy"]).to_dict()
+    return paired_difference(a["episode_accuracy"], b["episode_accuracy"])
