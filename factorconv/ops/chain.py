@@ -92,12 +92,12 @@ class Gather:
     @classmethod
     def pad(cls, source: int, width: int) -> Gather:
         """The `source` channels then zero channels up to `width`."""
-        return cls(torch.tensor([min(i, source) for i in range(width)]), source, "pad")
+        return cls(torch.tensor([min(i, source) for i in range(width)], device="cpu"), source, "pad")
 
     @classmethod
     def prefix(cls, source: int, width: int) -> Gather:
         """The first `width` of `source` channels."""
-        return cls(torch.arange(width), source, "prefix")
+        return cls(torch.arange(width, device="cpu"), source, "prefix")
 
     @classmethod
     def permutation(cls, index: Tensor) -> Gather:

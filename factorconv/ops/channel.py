@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..functional import shuffle_permutation
 from .speed import GATHER_MATMUL_MAX_CHANNELS
 
 __all__ = ["ChannelGather", "Reach", "chain_connectivity", "chain_reach", "gather_support", "group_support"]
@@ -52,7 +53,7 @@ class ChannelGather(nn.Module):
             self.shuffle_groups = _shuffle_groups(cpu, in_channels)
         else:
             if cpu.numel() != in_channels or in_channels % shuffle_groups or not torch.equal(
-                    cpu, torch.arange(in_channels, device="cpu").view(shuffle_groups, -1).t().reshape(-1)):
+                    cpu, shuffle_permutation(in_channels, shuffle_groups)):
                 raise ValueError(f"ChannelGather: index is not the channel shuffle of {in_channels} channels in "
                                  f"{shuffle_groups} groups")
             self.shuffle_groups = shuffle_groups if 1 < shuffle_groups < in_channels else 0
@@ -108,9 +109,8 @@ def _shuffle_groups(index: Tensor, in_channels: int) -> int:
     c = index.numel()
     if c != in_channels or c < 4:
         return 0
-    base = torch.arange(c, device="cpu")
     for g in range(2, c):
-        if c % g == 0 and torch.equal(index, base.view(g, c // g).t().reshape(-1)):
+        if c % g == 0 and torch.equal(index, shuffle_permutation(c, g)):
             return g
     return 0
 

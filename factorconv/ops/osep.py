@@ -356,31 +356,21 @@ def _mixed_radix_routing(plan: OsepPlan) -> list[list[int]]:
     return routes
 
 
-def plan_routing(plan: OsepPlan, conv_groups: int = 1) -> list[Tensor | None]:
-    """The N+1 channel gathers of a plan replicated over `conv_groups` independent conv groups:
-    input -> part 1 (zero padding), part l -> part l+1 (`_mixed_radix_routing`), part N -> output
-    (truncation). None where the gather is the identity. Zero-padding slots index one past the source."""
+def plan_routing(plan: OsepPlan) -> list[Tensor | None]:
+    """The N+1 channel gathers of a plan for one conv group: input -> part 1 (zero padding: `Gather.pad`),
+    part l -> part l+1 (`_mixed_radix_routing`), part N -> output (truncation: `Gather.prefix`). None where the
+    gather is the identity. Zero-padding slots index one past the source. `OsepPlan.chain` replicates them
+    over conv groups."""
     parts = plan.parts
-    n_in = plan.in_channels
-    first = [t if t < n_in else n_in for t in range(parts[0].in_padded)]  # one conv group; n_in = zero
-    internal = _mixed_radix_routing(plan)
-
-    def replicate(local: list[int], source_width: int, zero_index: int | None = None) -> Tensor:
-        out = []
-        for q in range(conv_groups):
-            out += [zero_index if zero_index is not None and i == source_width else q * source_width + i
-                    for i in local]
-        return torch.tensor(out, device="cpu")
-
+    first, last = parts[0], parts[-1]
     gathers: list[Tensor | None] = [
-        None if parts[0].in_padded == n_in else replicate(first, n_in, conv_groups * n_in)
+        None if first.in_padded == plan.in_channels else Gather.pad(plan.in_channels, first.in_padded).index
     ]
-    for route, left, right in zip(internal, parts[:-1], parts[1:], strict=True):
+    for route, left, right in zip(_mixed_radix_routing(plan), parts[:-1], parts[1:], strict=True):
         identity = route == list(range(left.out_padded)) and right.in_padded == left.out_padded
-        gathers.append(None if identity else replicate(route, left.out_padded))
-    last = parts[-1]
+        gathers.append(None if identity else torch.tensor(route, device="cpu"))
     gathers.append(None if last.out_padded == plan.out_channels
-                   else replicate(list(range(plan.out_channels)), last.out_padded))
+                   else Gather.prefix(last.out_padded, plan.out_channels).index)
     return gathers
 
 
