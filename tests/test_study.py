@@ -29,6 +29,7 @@ from factorconv.study import (
     summarize,
     t_quantile,
     verdict,
+    welch_difference,
 )
 from factorconv.study.report import run_dir_of
 from factorconv.train.health import DIVERGED, NOT_CONVERGED, OK, assess
@@ -70,6 +71,19 @@ def test_summary_paired_difference_and_verdicts() -> None:
     assert verdict(paired_difference([83.0, 80.0, 85.0], ref)) == "not distinguishable"
     with pytest.raises(ValueError, match="pair"):
         paired_difference([1.0], [1.0, 2.0])
+
+
+def test_welch_difference_matches_scipy_and_the_pooled_interval() -> None:
+    # scipy.stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95), printed once (df 3.710)
+    diff, low, high = welch_difference([81.47, 81.23, 81.67, 80.9], [79.97, 80.10, 79.90])
+    assert (diff, low, high) == pytest.approx((1.3275, 0.82412, 1.83088), abs=1e-4)
+    # equal sizes and spreads: Welch's df is 2(n - 1) and the interval is the pooled one
+    diff, low, high = welch_difference([80.0, 82.0, 84.0], [77.0, 79.0, 81.0])
+    assert diff == pytest.approx(3.0) and high - diff == pytest.approx(2.776 * math.sqrt(8 / 3), abs=1e-3)
+    with pytest.raises(ValueError, match="at least 2"):
+        welch_difference([80.0], [79.0, 81.0])
+    with pytest.raises(ValueError, match="constant"):
+        welch_difference([80.0, 80.0], [79.0, 79.0])
 
 
 def test_pareto_front_on_hand_made_points() -> None:

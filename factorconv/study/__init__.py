@@ -30,7 +30,7 @@ from .spec import (
     parse_budgets,
     parse_count,
 )
-from .stats import Summary, paired_difference, summarize, t_quantile, verdict
+from .stats import Summary, paired_difference, summarize, t_quantile, verdict, welch_difference
 
 __all__ = [
     "DEFAULT_BUDGET",
@@ -63,4 +63,5 @@ __all__ = [
     "summarize_text",
     "t_quantile",
     "verdict",
+    "welch_difference",
 ]

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 __all__ = ["BETTER", "NOT_DISTINGUISHABLE", "TOO_FEW", "WORSE", "Summary", "paired_difference", "summarize",
-           "t_quantile", "verdict"]
+           "t_quantile", "verdict", "welch_difference"]
 
 BETTER, WORSE, NOT_DISTINGUISHABLE, TOO_FEW = "better", "worse", "not distinguishable", "too few seeds"
 CONFIDENCE = 0.95
@@ -115,6 +115,23 @@ def paired_difference(values: Sequence[float], reference: Sequence[float],
         raise ValueError(f"paired_difference: {len(values)} values against {len(reference)} reference values; "
                          "pair them by seed first")
     return summarize([v - r for v, r in zip(values, reference, strict=True)], confidence)
+
+
+def welch_difference(values: Sequence[float], reference: Sequence[float],
+                     confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """mean(values) - mean(reference) and its Welch interval (low, high): the two samples need not be paired,
+    equal in size or equal in spread (two studies of one operator on two machines, say). Each needs two values
+    and some spread between them; the degrees of freedom are Welch-Satterthwaite's."""
+    a, b = summarize(values), summarize(reference)
+    if a.std is None or b.std is None:
+        raise ValueError(f"welch_difference: need at least 2 values on each side, got {a.n} and {b.n}")
+    va, vb = a.std ** 2 / a.n, b.std ** 2 / b.n
+    if va + vb == 0:
+        raise ValueError("welch_difference: both samples are constant; their difference has no interval")
+    df = (va + vb) ** 2 / (va ** 2 / (a.n - 1) + vb ** 2 / (b.n - 1))
+    half = t_quantile((1 + confidence) / 2, df) * math.sqrt(va + vb)
+    diff = a.mean - b.mean
+    return diff, diff - half, diff + half
 
 
 def verdict(difference: Summary) -> str:
