@@ -6,6 +6,8 @@ be added and the table rebuilt.
 
     .venv/bin/python benchmarks/recipe_frontier.py --convs conv,igcv2,dsep --seeds 3 --recipes b64-s230-lr0.1,...
     .venv/bin/python benchmarks/recipe_frontier.py --report        # rebuild the table from the studies
+    .venv/bin/python benchmarks/recipe_frontier.py --report --keep-recorded --include study-long=DIR
+                                                                   # add a study to the recorded rows
 
 Writes benchmarks/results/recipe_frontier.{json,md}; the studies live under runs/recipe-frontier/.
 """
@@ -75,7 +77,7 @@ def _test_subset(out: Path) -> int | None:
     return None
 
 
-def render(records: list[dict[str, Any]], command: str) -> str:
+def render(records: list[dict[str, Any]], command: str, kept: bool = False) -> str:
     convs = list(dict.fromkeys(c for r in records for c in r["operators"]))
     lines = ["# Recipe frontier: the measurements behind the default study recipe", "",
              f"Command: `{command}`  ", f"Machine: {machine_info()['cpu']}, 1 thread per run, torch "
@@ -88,10 +90,11 @@ def render(records: list[dict[str, Any]], command: str) -> str:
              "judged from each run's loss trace); `run s` is the mean wall seconds of a run (training + "
              "evaluation; runs of the slow operators weigh more when fewer operators were run), two runs at a time"
              " on the 2 cores; the screens shared the machine with other work at times, so seconds compare only "
-             "roughly across rows.", "",
-             "| recipe | test images | " + " | ".join(convs)
+             "roughly across rows." + (" Rows not measured by this command were kept from the recorded table "
+             "(`--keep-recorded`): their studies are no longer on disk." if kept else ""), "",
+             "| recipe | test images | seeds | " + " | ".join(convs)
              + " | worst std | lowest mean | flagged | run s per op·seed |",
-             "|---|---|" + "---|" * (len(convs) + 4)]
+             "|---|---|---|" + "---|" * (len(convs) + 4)]
     for r in sorted(records, key=lambda r: r["run_seconds"] / max(r["runs"], 1)):
         cells = []
         for c in convs:
@@ -99,7 +102,8 @@ def render(records: list[dict[str, Any]], command: str) -> str:
             cells.append("" if op is None else f"{op['mean']:.2f} ± {op['std']:.2f}" if op["std"] is not None
                          else "diverged" if op["mean"] is None else f"{op['mean']:.2f}")
         flagged = f"{r['diverged']} div, {r['not_converged']} nc" if r["diverged"] or r["not_converged"] else "0"
-        lines.append(f"| {r['recipe']} | {r['test_images'] or 'all'} | " + " | ".join(cells)
+        seeds = max(len(op["accs"]) for op in r["operators"].values())
+        lines.append(f"| {r['recipe']} | {r['test_images'] or 'all'} | {seeds} | " + " | ".join(cells)
                      + f" | {r['worst_std']:.2f} | {r['lowest_mean']:.2f} | "
                      f"{flagged} | {r['run_seconds'] / max(r['runs'], 1):.0f} |")
     return "\n".join(lines) + "\n"
@@ -114,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", action="store_true", help="only rebuild the table from the recorded studies")
     p.add_argument("--include", action="append", default=[], metavar="NAME=DIR",
                    help="also tabulate a study run elsewhere (the default compare, study-long), as NAME")
+    p.add_argument("--keep-recorded", action="store_true",
+                   help="keep the rows of the recorded recipe_frontier.json whose studies are not here (their run "
+                        "directories are gone); a study measured now replaces the recorded row of its name")
     args = p.parse_args(argv)
     command = "python benchmarks/recipe_frontier.py " + " ".join(sys.argv[1:] if argv is None else argv)
     for name in [r for r in args.recipes.split(",") if r] if not args.report else []:
@@ -126,10 +133,14 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.include:
         label, _, where = item.partition("=")
         records.append(summarize_study(label, Path(where)))
+    if args.keep_recorded and (RESULTS / "recipe_frontier.json").exists():
+        measured = {r["recipe"] for r in records}
+        recorded = json.loads((RESULTS / "recipe_frontier.json").read_text())["records"]
+        records = [r for r in recorded if r["recipe"] not in measured] + records
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "recipe_frontier.json").write_text(json.dumps({"command": command, "machine": machine_info(),
                                                               "records": records}, indent=2) + "\n")
-    text = render(records, command)
+    text = render(records, command, kept=args.keep_recorded)
     (RESULTS / "recipe_frontier.md").write_text(text)
     print(text)
     return 0
