@@ -366,3 +366,13 @@ def test_the_longest_known_runs_start_first() -> None:
     for t, seconds in zip(first, (10.0, 300.0, 60.0), strict=True):
         order.record(t, seconds)
     assert [order.pick(queue).label for _ in range(3)] == ["slow 1", "mid 1", "fast 1"]
+
+
+def test_plot_labels_of_operators_at_one_point_are_merged() -> None:
+    from factorconv.study.plot import _merge_labels
+
+    # the study-long plot: doconv and acdc both at 52,111 deploy params, 0.01 point apart, printed as "dodonv"
+    labels = [(52111, 89.92, "doconv"), (52111, 89.91, "acdc"), (52111, 89.57, "conv"), (46576, 87.35, "bdsc"),
+              (46378, 89.63, "igcv2")]
+    assert _merge_labels(labels) == {(52111, 89.92): ["doconv", "acdc"], (52111, 89.57): ["conv"],
+                                     (46576, 87.35): ["bdsc"], (46378, 89.63): ["igcv2"]}

@@ -18,6 +18,19 @@ __all__ = ["plot_study"]
 
 
 
+def _merge_labels(labels: Sequence[tuple[float, float, str]], closeness: float = 0.03
+                  ) -> dict[tuple[float, float], list[str]]:
+    """Operators at one size whose means lie within `closeness` of the panel's accuracy range share one label
+    (at the first one's point): their names drawn apart would print over each other."""
+    ys = [y for _, y, _ in labels]
+    span = (max(ys) - min(ys)) if ys else 0.0
+    merged: dict[tuple[float, float], list[str]] = {}
+    for x, y, name in labels:
+        near = next((k for k in merged if k[0] == x and abs(k[1] - y) <= closeness * span), None)
+        merged.setdefault(near or (x, y), []).append(name)
+    return merged
+
+
 def plot_study(rows: Sequence[dict[str, Any]], axes: Sequence[str], path: Path, title: str = "") -> bool:
     """Write the plot to `path`; False (nothing written) when matplotlib is missing."""
     try:
@@ -38,6 +51,7 @@ def plot_study(rows: Sequence[dict[str, Any]], axes: Sequence[str], path: Path, 
     sweep = len({r["budget"] for r in scored}) > 1
     for ax, axis in zip(panels[0], axes, strict=True):
         key, _, label = AXES[axis]
+        labels: list[tuple[float, float, str]] = []
         for i, conv in enumerate(convs):
             mine = sorted((r for r in scored if r["conv"] == conv), key=lambda r: r[key])
             xs = [r[key] for r in mine]
@@ -50,7 +64,9 @@ def plot_study(rows: Sequence[dict[str, Any]], axes: Sequence[str], path: Path, 
                     ax.plot(r[key], r["accuracy"]["mean"], marker="o", markersize=13, markerfacecolor="none",
                             markeredgecolor="black", linewidth=0)
             if not sweep and mine:
-                ax.annotate(conv, (xs[0], ys[0]), textcoords="offset points", xytext=(6, 5), fontsize=9)
+                labels.append((xs[0], ys[0], conv))
+        for (x, y), names in _merge_labels(labels).items():
+            ax.annotate(" / ".join(names), (x, y), textcoords="offset points", xytext=(6, 5), fontsize=9)
         front = sorted((r[key], r["accuracy"]["mean"]) for r in scored if r.get(f"front_{axis}"))
         if front:
             fx, fy = zip(*front, strict=True)
