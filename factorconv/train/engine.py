@@ -438,9 +438,10 @@ class Trainer:
         if stats[3]:
             self.progress.close()
             raise self._diverged(self._nonfinite_message(s.step, s.epoch))
-        if ctx.distributed and y.dim() == 3 and stats[2] > 0:
+        if ctx.distributed and y.dim() == 3:
             # DDP averages the ranks' gradients, each of a mean over that rank's scored pixels; padding leaves
             # the ranks different counts, so weight each by its share to follow one process's mean over all
+            # (no scored pixel anywhere made every loss NaN: the step stopped as diverged above)
             loss = loss * (count.item() * ctx.world_size / stats[2])
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
