@@ -210,3 +210,44 @@ def test_table3_imagenet(name: str, printed: float) -> None:
 def test_table5_densenet_bdsc6(classes: int, printed: float) -> None:
     size = _mib("densenet40", num_classes=classes, conv="bdsc", conv_kwargs={"p": 6, "norm": True})
     assert abs(size / printed - 1) < 0.035
+
+
+def _signs_changed_by_training(latent_scale: float, steps: int = 20) -> float:
+    """Share of Q's signs that differ from their start after `steps` SGD steps fitting a random conv, with a
+    BatchNorm after the layer (as in the backbones: the loss is blind to Q's scale)."""
+    torch.manual_seed(0)
+    op = BalancedDecoupledConv2d(8, 8, 3, padding=1, norm=True, latent_scale=latent_scale)
+    model = nn.Sequential(op, nn.BatchNorm2d(8))
+    start = op.latent.detach() >= 0
+    target = nn.Conv2d(8, 8, 3, padding=1)
+    gen = torch.Generator().manual_seed(1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(steps):
+        x = torch.randn(16, 8, 8, 8, generator=gen)
+        with torch.no_grad():
+            y = target(x)
+        opt.zero_grad()
+        (model(x) - y).square().mean().backward()
+        opt.step()
+        op.after_optimizer_step()
+    return float(((op.latent >= 0) != start).float().mean())
+
+
+def test_latent_scale_scales_the_start_and_lets_training_move_the_configuration() -> None:
+    torch.manual_seed(0)
+    paper = BalancedDecoupledConv2d(8, 8, 3, padding=1, norm=True)
+    torch.manual_seed(0)
+    small = BalancedDecoupledConv2d(8, 8, 3, padding=1, norm=True, latent_scale=0.1)
+    assert torch.equal(small.latent, paper.latent * 0.1)  # the same draw, one multiply
+    assert torch.equal(small.pointwise, paper.pointwise)
+    assert "latent_scale=0.1" in repr(small) and "latent_scale" not in repr(paper)
+    # measured: 13% of the signs move in 20 steps from the paper's start, 47% from a tenth of it (about half:
+    # the configuration no longer remembers its random start)
+    moved_paper, moved_small = _signs_changed_by_training(1.0), _signs_changed_by_training(0.1)
+    assert moved_small > 0.35 and moved_small > 2.5 * moved_paper
+
+
+@pytest.mark.parametrize("bad", [0, -0.1, 1.5, True, "0.1", float("nan")])
+def test_latent_scale_rejects_what_is_not_in_0_1(bad) -> None:
+    with pytest.raises(ValueError, match=r"latent_scale must be a number in \(0, 1\]"):
+        BalancedDecoupledConv2d(4, 4, 3, latent_scale=bad)

@@ -8,7 +8,10 @@ configuration, a conv with C_out groups whose kernel picks tap (u, v) of channel
 increments fit), an optional BatchNorm (`norm=True`, as the tables count), and a Kh×Kw spatial
 configuration S -> C_out learned by Algorithm 1: a latent float Q clamped to [-1, 1] and a forward with
 α(o)·sign(Q) (α(o) = mean |Q(o, ·)|, sign(0) = +1), the gradient passed straight through to Q.
-`binary=False` is BDSC-float (the spatial filters are plain floats).
+`binary=False` is BDSC-float (the spatial filters are plain floats). `latent_scale` multiplies Q's MSRA
+initialisation (1, the paper's): the following BatchNorm makes the layer blind to Q's scale, so the
+straight-through step moves Q's signs faster the smaller Q starts; below 1 a short schedule learns the
+configuration instead of keeping most of its random start (benchmarks/bdsc_spread.py measures both).
 
 Both pad their input before the 1x1 conv instead of padding between the two convs: the BatchNorm shift
 then reaches border taps as it reaches the others, so in eval mode the layer is exactly one conv and
@@ -142,8 +145,9 @@ class _SignSTE(torch.autograd.Function):
 class BalancedDecoupledConv2d(_PaddedInput):
     """BDSC-p (Algorithm 1): 1x1 conv C_in -> S = p·C_out, optional BatchNorm, then a Kh×Kw conv S -> C_out
     whose kernel is α·sign(Q) for a latent Q in [-1, 1] (straight-through gradient); `binary=False` for
-    BDSC-float. Options: `p`, `norm`, `binary`. With `norm`, eval-mode semantics for dense_weight/fold;
-    training runs the two convs. `density` is the share of ones in the deployed 0/1 configuration."""
+    BDSC-float. Options: `p`, `norm`, `binary`, `latent_scale` (module docstring). With `norm`, eval-mode
+    semantics for dense_weight/fold; training runs the two convs. `density` is the share of ones in the
+    deployed 0/1 configuration."""
 
     has_feature_path = True
     from_conv_exact: ClassVar[bool] = False  # a binary configuration cannot represent a general conv
@@ -162,30 +166,37 @@ class BalancedDecoupledConv2d(_PaddedInput):
         p: float = 1,
         norm: bool = False,
         binary: bool = True,
+        latent_scale: float = 1.0,
         path: str = "auto",
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, path=path)
         name = "BalancedDecoupledConv2d"
         if isinstance(p, bool) or not isinstance(p, int | float) or not p > 0:
             raise ValueError(f"{name}: p must be a positive number (S = p·out_channels), got {p!r}")
+        if isinstance(latent_scale, bool) or not isinstance(latent_scale, int | float) or not 0 < latent_scale <= 1:
+            raise ValueError(f"{name}: latent_scale must be a number in (0, 1] (a multiple of Q's MSRA "
+                             f"initialisation), got {latent_scale!r}")
         for option, value in (("norm", norm), ("binary", binary)):
             if not isinstance(value, bool):
                 raise ValueError(f"{name}: {option} must be True or False, got {value!r}")
         hidden = max(1, round(p * self.out_channels))
         hidden = -(-hidden // self.groups) * self.groups  # a multiple of groups
-        self.p, self.hidden, self.binary = p, hidden, binary
+        self.p, self.hidden, self.binary, self.latent_scale = p, hidden, binary, float(latent_scale)
         self.pointwise = nn.Parameter(torch.empty(hidden, self.in_channels // self.groups, 1, 1))
         self.norm = nn.BatchNorm2d(hidden) if norm else None
         self.latent = nn.Parameter(torch.empty(self.out_channels, hidden // self.groups, *self.kernel_size))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """MSRA (He) initialisation for both convs, as the paper; Q clipped to [-1, 1]."""
+        """MSRA (He) initialisation for both convs, as the paper (Q's times `latent_scale`); Q clipped to
+        [-1, 1]."""
         nn.init.kaiming_normal_(self.pointwise, nonlinearity="relu")
         nn.init.kaiming_normal_(self.latent, nonlinearity="relu")
-        if self.binary:
-            with torch.no_grad():
+        with torch.no_grad():
+            if self.binary:
                 self.latent.clamp_(-1, 1)
+            if self.latent_scale != 1:
+                self.latent.mul_(self.latent_scale)
 
     @property
     def linear_in_train(self) -> bool:
@@ -315,6 +326,7 @@ class BalancedDecoupledConv2d(_PaddedInput):
 
     def extra_repr(self) -> str:
         s = super().extra_repr() + f", p={self.p}, hidden={self.hidden}"
+        s += "" if self.latent_scale == 1 else f", latent_scale={self.latent_scale:g}"
         return s + ("" if self.binary else ", binary=False")
 
 
