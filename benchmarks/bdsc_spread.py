@@ -72,10 +72,10 @@ def configuration_change(run_dir: Path) -> dict[str, float]:
     data = json.loads((run_dir / "config.json").read_text())  # the run's data: its class names, input size
     classes, shape = len(data["classes"]), tuple(data["input_size"])
     torch.manual_seed(cfg.seed)  # as the trainer does right before building the model
-    start = _latents(build_model(cfg, classes, shape[0], shape))
-    end_model = build_model(cfg, classes, shape[0], shape)
-    end_model.load_state_dict(load_checkpoint(run_dir)["model"])
-    end = _latents(end_model)
+    model = build_model(cfg, classes, shape[0], shape)
+    start = _latents(model)  # copies: the checkpoint is loaded into the same model next
+    model.load_state_dict(load_checkpoint(run_dir)["model"])
+    end = _latents(model)
     moved = sum(int(((a >= 0) != (b >= 0)).sum()) for a, b in zip(start, end, strict=True))
     entries = sum(a.numel() for a in start)
     growth = sum(float(b.abs().sum()) for b in end) / sum(float(a.abs().sum()) for a in start)

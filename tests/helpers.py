@@ -1,9 +1,12 @@
 """Shared test helpers: hypothesis strategies for every registered operator's configurations, parameter
-randomisation, and relative-error comparisons."""
+randomisation, relative-error comparisons, and loading a script that is not a package module."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -130,3 +133,15 @@ def dense_forward(op: nn.Module, x: Tensor) -> Tensor:
     return torch.nn.functional.conv2d(
         x, op.dense_weight(), op.dense_bias(), op.stride, op.padding, op.dilation, op.groups
     )
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(relative: str) -> ModuleType:
+    """Import a repository script (benchmarks/, examples/) by its path from the repository root."""
+    path = ROOT / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

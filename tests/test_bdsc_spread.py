@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from helpers import load_script
 
 from factorconv.train import fit, resolve_config
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("bdsc_spread", ROOT / "benchmarks" / "bdsc_spread.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _train(run_dir: Path, lr: float) -> Path:
@@ -29,7 +20,7 @@ def _train(run_dir: Path, lr: float) -> Path:
 
 
 def test_the_start_is_rebuilt_from_the_seed_and_training_moves_signs(tmp_path: Path) -> None:
-    spread = _load_script()
+    spread = load_script("benchmarks/bdsc_spread.py")
     # lr 1e-30 (a config needs lr > 0): steps far below Q's rounding leave the checkpoint's Q the start itself,
     # so a start rebuilt wrongly (another draw) would show about half the signs moved
     still = spread.configuration_change(_train(tmp_path / "still", 1e-30))
@@ -39,7 +30,7 @@ def test_the_start_is_rebuilt_from_the_seed_and_training_moves_signs(tmp_path: P
 
 
 def test_report_rows_have_the_header_columns() -> None:
-    spread = _load_script()
+    spread = load_script("benchmarks/bdsc_spread.py")
     runs = [{"acc": a, "train_loss": 0.3, "signs_moved": 0.2, "abs_q_growth": 1.0} for a in (87.0, 88.0, 87.5)]
     variants = {"paper": {"options": [], "runs": runs},
                 "float": {"options": ["binary=false"], "runs": [{**r, "acc": r["acc"] + 1} for r in runs]}}
@@ -52,4 +43,4 @@ def test_report_rows_have_the_header_columns() -> None:
 @pytest.mark.parametrize("bad", ["paper", "=binary=false"])
 def test_a_variant_needs_a_name_and_an_equals_sign(bad: str) -> None:
     with pytest.raises(SystemExit, match="a variant is NAME="):
-        _load_script().parse_variant(bad)
+        load_script("benchmarks/bdsc_spread.py").parse_variant(bad)

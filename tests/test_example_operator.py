@@ -5,19 +5,16 @@ then every protocol test of tests/test_operators.py run for it."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import test_operators as matrix
 import torch
-from helpers import rel_err
+from helpers import load_script, rel_err
 
 import factorconv as fc
 from factorconv.registry import unregister_conv
 
-ROOT = Path(__file__).resolve().parents[1]
 CHECKS = [matrix.test_forward_equals_dense_weight_and_fold, matrix.test_kernel_and_feature_paths_agree,
           matrix.test_cost_matches_parameters_and_profile, matrix.test_every_parameter_gets_a_gradient,
           matrix.test_from_conv, matrix.test_state_dict_round_trip, matrix.test_invalid_configs_raise_value_error_only,
@@ -26,9 +23,7 @@ CHECKS = [matrix.test_forward_equals_dense_weight_and_fold, matrix.test_kernel_a
 
 @pytest.fixture(scope="module")
 def lowrank() -> Iterator[str]:
-    spec = importlib.util.spec_from_file_location("lowrank_conv", ROOT / "examples" / "lowrank_conv.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # registers "lowrank"
+    load_script("examples/lowrank_conv.py")  # registers "lowrank"
     yield "lowrank"
     unregister_conv("lowrank")
 

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from helpers import load_script
 
 from factorconv.study import paired_difference, summarize, verdict
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("study_agreement", ROOT / "benchmarks" / "study_agreement.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _results(path: Path, accuracies: dict[str, list[float]]) -> Path:
@@ -33,7 +24,7 @@ def _results(path: Path, accuracies: dict[str, list[float]]) -> Path:
 
 
 def test_a_study_agrees_with_itself_and_a_moved_operator_is_found(tmp_path: Path) -> None:
-    agreement = _load_script()
+    agreement = load_script("benchmarks/study_agreement.py")
     base = {"conv": [81.0, 81.5, 80.8], "dsep": [83.0, 83.4, 82.9], "bdsc": [80.0, 80.2, 79.9]}
     a = _results(tmp_path / "a.json", base)
     same = agreement.compare(a, a)
@@ -51,6 +42,6 @@ def test_a_study_agrees_with_itself_and_a_moved_operator_is_found(tmp_path: Path
 def test_the_strict_check_fails_often_between_identical_distributions() -> None:
     # each mean inside the other's 95% CI: about 0.84 per operator at 3 seeds, whatever the spread, so
     # about 0.84 ** 7 for seven operators (the runs are independent): the check is not calibrated
-    per_op, whole = _load_script().strict_pass_rate(seeds=3, operators=7, trials=40_000)
+    per_op, whole = load_script("benchmarks/study_agreement.py").strict_pass_rate(seeds=3, operators=7, trials=40_000)
     assert per_op == pytest.approx(0.835, abs=0.01)
     assert whole == pytest.approx(per_op ** 7, abs=0.02) and whole < 0.35
