@@ -1,8 +1,8 @@
 """The measurements behind the default study recipe: candidate recipes (steps, batch, peak learning rate,
-warm-up) run as ordinary `factorconv compare` studies over several operators and paired seeds, each at the
-default 50k deploy-parameter budget on Fashion-MNIST; per recipe the worst operator's seed std, the lowest
-operator mean and the compute it took. Reruns skip every finished run (the studies resume), so candidates can
-be added and the table rebuilt.
+warm-up) run as ordinary `factorconv compare` studies over several operators and paired seeds, at the
+default 50k deploy-parameter budget on Fashion-MNIST (an included study may have another: the table says
+which); per recipe the worst operator's seed std, the lowest operator mean and the compute it took. Reruns skip
+every finished run (the studies resume), so candidates can be added and the table rebuilt.
 
     .venv/bin/python benchmarks/recipe_frontier.py --convs conv,igcv2,dsep --seeds 3 --recipes b64-s230-lr0.1,...
     .venv/bin/python benchmarks/recipe_frontier.py --report        # rebuild the table from the studies
@@ -31,6 +31,7 @@ STUDIES = Path("runs") / "recipe-frontier"
 # A candidate is the default study preset with its length, batch and learning rate (and a few more options)
 # changed, so that one of them is the default itself.
 PRESET = "study"
+DEFAULT_BUDGET = "params=50k"
 FIELDS = {"b": "batch_size", "s": "steps", "lr": "lr", "ls": "label_smoothing", "pct": "onecycle_pct",
           "wd": "weight_decay", "pad": "augment_pad"}
 
@@ -62,8 +63,9 @@ def summarize_study(name: str, out: Path) -> dict[str, Any]:
     for run in out.glob("runs/*/*/seed*/result.json"):
         seconds += json.loads(run.read_text()).get("seconds", 0.0)
     stds = [r["accuracy"]["std"] for r in rows if r["accuracy"]["std"] is not None]
+    budgets = sorted({r["budget"] for r in results["rows"] if r["budget"]})
     return {"recipe": name, "study": str(out), "preset": spec["preset"], "overrides": spec["overrides"],
-            "operators": per_op,
+            "budget": ",".join(budgets) or None, "operators": per_op,
             "worst_std": max(stds) if stds else None, "lowest_mean": min(r["accuracy"]["mean"] for r in rows),
             "runs": sum(len(r["runs"]) for r in results["rows"]), "run_seconds": seconds,
             "test_images": _test_subset(out),
@@ -77,24 +79,26 @@ def _test_subset(out: Path) -> int | None:
     return None
 
 
-def render(records: list[dict[str, Any]], command: str, kept: bool = False) -> str:
+def render(records: list[dict[str, Any]], command: str, kept: bool = False, note: str = "") -> str:
     convs = list(dict.fromkeys(c for r in records for c in r["operators"]))
     lines = ["# Recipe frontier: the measurements behind the default study recipe", "",
              f"Command: `{command}`  ", f"Machine: {machine_info()['cpu']}, 1 thread per run, torch "
              f"{machine_info()['torch']}", "",
-             "Each recipe is a `factorconv compare` study (ResNet-20 on Fashion-MNIST, 50k deploy-parameter "
-             "budget, paired seeds, float32, a fixed test subset: `test images`): the `study` preset with the "
-             "batch (b), steps (s) and peak learning rate (lr) of its name; the first screen (amp off, no label "
-             "smoothing, flips only: the same recipe) ran on the `quick` preset with those fields set. Cells are "
+             "Each recipe is a `factorconv compare` study (ResNet-20 on Fashion-MNIST, at the deploy-parameter "
+             "budget of its `budget` column, paired seeds, float32, a fixed test subset: `test images`): the "
+             "`study` preset with the batch (b), steps (s) and peak learning rate (lr) of its name; the first "
+             "screen (amp off, no label smoothing, flips only: the same recipe) ran on the `quick` preset with "
+             "those fields set. Cells are "
              "mean ± sample std of test accuracy % over the seeds; flagged: diverged / not converged runs (health "
              "judged from each run's loss trace); `run s` is the mean wall seconds of a run (training + "
              "evaluation; runs of the slow operators weigh more when fewer operators were run), two runs at a time"
              " on the 2 cores; the screens shared the machine with other work at times, so seconds compare only "
              "roughly across rows." + (" Rows not measured by this command were kept from the recorded table "
-             "(`--keep-recorded`): their studies are no longer on disk." if kept else ""), "",
-             "| recipe | test images | seeds | " + " | ".join(convs)
+             "(`--keep-recorded`): their studies are no longer on disk." if kept else "")
+             + (" " + note if note else ""), "",
+             "| recipe | budget | test images | seeds | " + " | ".join(convs)
              + " | worst std | lowest mean | flagged | run s per op·seed |",
-             "|---|---|---|" + "---|" * (len(convs) + 4)]
+             "|---|---|---|---|" + "---|" * (len(convs) + 4)]
     for r in sorted(records, key=lambda r: r["run_seconds"] / max(r["runs"], 1)):
         cells = []
         for c in convs:
@@ -103,7 +107,9 @@ def render(records: list[dict[str, Any]], command: str, kept: bool = False) -> s
                          else "diverged" if op["mean"] is None else f"{op['mean']:.2f}")
         flagged = f"{r['diverged']} div, {r['not_converged']} nc" if r["diverged"] or r["not_converged"] else "0"
         seeds = max(len(op["accs"]) for op in r["operators"].values())
-        lines.append(f"| {r['recipe']} | {r['test_images'] or 'all'} | {seeds} | " + " | ".join(cells)
+        # records made before the column existed were all at the default budget
+        budget = r.get("budget") or DEFAULT_BUDGET
+        lines.append(f"| {r['recipe']} | {budget} | {r['test_images'] or 'all'} | {seeds} | " + " | ".join(cells)
                      + f" | {r['worst_std']:.2f} | {r['lowest_mean']:.2f} | "
                      f"{flagged} | {r['run_seconds'] / max(r['runs'], 1):.0f} |")
     return "\n".join(lines) + "\n"
@@ -121,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-recorded", action="store_true",
                    help="keep the rows of the recorded recipe_frontier.json whose studies are not here (their run "
                         "directories are gone); a study measured now replaces the recorded row of its name")
+    p.add_argument("--note", default="", help="a sentence to add to the table's explanation (how a row was run)")
     args = p.parse_args(argv)
     command = "python benchmarks/recipe_frontier.py " + " ".join(sys.argv[1:] if argv is None else argv)
     for name in [r for r in args.recipes.split(",") if r] if not args.report else []:
@@ -140,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "recipe_frontier.json").write_text(json.dumps({"command": command, "machine": machine_info(),
                                                               "records": records}, indent=2) + "\n")
-    text = render(records, command, kept=args.keep_recorded)
+    text = render(records, command, kept=args.keep_recorded, note=args.note)
     (RESULTS / "recipe_frontier.md").write_text(text)
     print(text)
     return 0
