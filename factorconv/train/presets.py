@@ -67,8 +67,8 @@ PRESETS: dict[str, Preset] = {
     ),
     "study-long": Preset(
         "the default study's recipe eight times as long, scored on the full test set: 2,880 steps of batch 32 "
-        "(92,160 images, one and a half epochs), for seed std <= 0.5 point "
-        "(benchmarks/results/recipe_frontier.md)",
+        "(92,160 images, one and a half epochs); with --budget size=210k --seeds 5 every default operator's seed "
+        "std is <= 0.5 point (benchmarks/results/compare_study_long_size.md)",
         {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, "batch_size": 32, "steps": 2880,
          "schedule": "onecycle", "label_smoothing": 0.0, "augment_pad": 0, "augment_flip": True, "amp": "off",
          "test_subset": None, "log_every": 320},
