@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import statistics
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -376,3 +381,47 @@ def test_plot_labels_of_operators_at_one_point_are_merged() -> None:
               (46378, 89.63, "igcv2")]
     assert _merge_labels(labels) == {(52111, 89.92): ["doconv", "acdc"], (52111, 89.57): ["conv"],
                                      (46576, 87.35): ["bdsc"], (46378, 89.63): ["igcv2"]}
+
+
+_ORPHAN_SCRIPT = """
+import concurrent.futures as futures, multiprocessing, os, sys, time
+from factorconv.study.execution import _init_worker
+if __name__ == "__main__":
+    parent = os.getpid() if sys.argv[1] == "watch" else None
+    ctx = multiprocessing.get_context("spawn")
+    with futures.ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_worker, initargs=(None, parent)) as pool:
+        print(pool.submit(os.getpid).result(), flush=True)
+        pool.submit(time.sleep, 300)
+        time.sleep(300)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return not any(line.startswith("State:") and "Z" in line.split()[1] for line in status)
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads process states from /proc")
+@pytest.mark.parametrize("mode", ["watch", "no-watch"])
+def test_a_killed_study_leaves_no_worker_training(tmp_path: Path, mode: str) -> None:
+    """SIGKILL (or an uncaught SIGTERM) of the study process: its workers end within seconds instead of
+    finishing their runs unseen. Without the watch (the control) the worker outlives it."""
+    script = tmp_path / "study.py"
+    script.write_text(_ORPHAN_SCRIPT)
+    study = subprocess.Popen([sys.executable, str(script), mode], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(study.stdout.readline())
+        assert _alive(worker)
+        study.send_signal(signal.SIGKILL)
+        study.wait(timeout=30)
+        deadline = time.monotonic() + (15 if mode == "watch" else 3)  # the watch looks once a second
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _alive(worker) == (mode == "no-watch")
+    finally:
+        study.kill()
+        if "worker" in locals() and _alive(worker):
+            os.kill(worker, signal.SIGKILL)

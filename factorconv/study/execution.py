@@ -112,8 +112,29 @@ class Executor(Protocol):
     def run(self, tasks: Sequence[RunTask], done: Callable[[RunTask, dict[str, Any]], None]) -> None: ...
 
 
-def _init_worker(devices: Any) -> None:
-    """In a fresh worker process: take one GPU of the queue (each worker its own device) when there are GPUs."""
+def _exit_when_orphaned(parent: int, interval: float = 1.0) -> None:
+    """Watch, in a daemon thread, for the study process `parent` to be gone, then end this worker at once.
+
+    A study killed by a signal it cannot catch (SIGTERM from a scheduler or `kill`, SIGKILL) leaves its worker
+    processes running: each would finish its training run unseen and, if the study were started again, train
+    the same run directory beside the new worker. Ending here loses at most the current run's progress since
+    its last checkpoint, which a rerun resumes from."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="factorconv-orphan-watch", daemon=True).start()
+
+
+def _init_worker(devices: Any, parent: int | None = None) -> None:
+    """In a fresh worker process: end with the study process `parent`, and take one GPU of the queue (each
+    worker its own device) when there are GPUs."""
+    if parent is not None:
+        _exit_when_orphaned(parent)
     try:
         index = devices.get_nowait()
     except Exception:  # no GPU queue, or more workers than GPUs: they share the default device
@@ -146,7 +167,7 @@ class LocalExecutor:
         queue, seconds = list(tasks), LongestFirst()
         failure: BaseException | None = None
         with futures.ProcessPoolExecutor(min(self.workers, len(tasks)), mp_context=ctx, initializer=_init_worker,
-                                         initargs=(devices,)) as pool:
+                                         initargs=(devices, os.getpid())) as pool:
             running: dict[futures.Future, RunTask] = {}
             try:
                 while queue or running:
