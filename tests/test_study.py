@@ -387,9 +387,10 @@ _ORPHAN_SCRIPT = """
 import concurrent.futures as futures, multiprocessing, os, sys, time
 from factorconv.study.execution import _init_worker
 if __name__ == "__main__":
-    parent = os.getpid() if sys.argv[1] == "watch" else None
+    # the control starts its worker without the study's initializer, so nothing watches the parent
+    init = dict(initializer=_init_worker, initargs=(None, os.getpid())) if sys.argv[1] == "watch" else {}
     ctx = multiprocessing.get_context("spawn")
-    with futures.ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_worker, initargs=(None, parent)) as pool:
+    with futures.ProcessPoolExecutor(1, mp_context=ctx, **init) as pool:
         print(pool.submit(os.getpid).result(), flush=True)
         pool.submit(time.sleep, 300)
         time.sleep(300)
@@ -412,6 +413,7 @@ def test_a_killed_study_leaves_no_worker_training(tmp_path: Path, mode: str) -> 
     script = tmp_path / "study.py"
     script.write_text(_ORPHAN_SCRIPT)
     study = subprocess.Popen([sys.executable, str(script), mode], stdout=subprocess.PIPE, text=True)
+    worker = None
     try:
         worker = int(study.stdout.readline())
         assert _alive(worker)
@@ -423,5 +425,5 @@ def test_a_killed_study_leaves_no_worker_training(tmp_path: Path, mode: str) -> 
         assert _alive(worker) == (mode == "no-watch")
     finally:
         study.kill()
-        if "worker" in locals() and _alive(worker):
+        if worker is not None and _alive(worker):
             os.kill(worker, signal.SIGKILL)

@@ -15,6 +15,8 @@ import json
 import multiprocessing
 import os
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,8 +121,6 @@ def _exit_when_orphaned(parent: int, interval: float = 1.0) -> None:
     processes running: each would finish its training run unseen and, if the study were started again, train
     the same run directory beside the new worker. Ending here loses at most the current run's progress since
     its last checkpoint, which a rerun resumes from."""
-    import threading
-    import time
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -130,11 +130,10 @@ def _exit_when_orphaned(parent: int, interval: float = 1.0) -> None:
     threading.Thread(target=watch, name="factorconv-orphan-watch", daemon=True).start()
 
 
-def _init_worker(devices: Any, parent: int | None = None) -> None:
+def _init_worker(devices: Any, parent: int) -> None:
     """In a fresh worker process: end with the study process `parent`, and take one GPU of the queue (each
     worker its own device) when there are GPUs."""
-    if parent is not None:
-        _exit_when_orphaned(parent)
+    _exit_when_orphaned(parent)
     try:
         index = devices.get_nowait()
     except Exception:  # no GPU queue, or more workers than GPUs: they share the default device
