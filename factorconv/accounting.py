@@ -78,7 +78,8 @@ class Profile:
             lines.append(f"adds           {self.adds:,}")
         lines += [
             f"buffers        {self.buffers:,}",
-            f"deploy params  {self.deploy_params:,}",
+            f"deploy params  {self.deploy_params:,}" + (" (training-only layers left out)" if any(
+                r.type.endswith("(training only)") for r in self.layers) else ""),
             f"deploy MACs    {self.deploy_macs:,}",
         ]
         if self.deploy_adds:
@@ -99,6 +100,13 @@ class Profile:
 
     def __str__(self) -> str:
         return self.table() + "\n\n" + self.summary()
+
+
+def training_only(model: nn.Module) -> tuple[str, ...]:
+    """Names of the submodules `model` uses only in training (DARTS's auxiliary head): counted in its
+    parameters, left out of its deploy counts and size, and removed by `factorconv.deploy`."""
+    names = getattr(model, "training_only", ())
+    return tuple(n for n in names if getattr(model, n, None) is not None)
 
 
 def count_params(model: nn.Module) -> int:
@@ -206,10 +214,15 @@ def profile(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32)) -> Prof
     rows: list[LayerRow] = []
     totals = Cost(0, 0, 0, 0, 0, 0)
     size_bits = 0
+    dropped = training_only(model)
     for name, unit in units:
         own = unit_params[name]
         own_params = sum(p.numel() for p in own)
         seen = calls[name]
+        if any(name == d or name.startswith(d + ".") for d in dropped):  # trained, but not shipped
+            if own_params:
+                rows.append(LayerRow(name, type(unit).__name__ + " (training only)", own_params, 0, None))
+            continue
         macs = adds = deploy_macs = deploy_adds = 0
         if _costed(unit):
             per_call = [unit.cost(tuple(x[-2:])) for x, _ in seen]

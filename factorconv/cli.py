@@ -21,6 +21,7 @@ import torch
 
 from . import __version__
 from .accounting import check_memory, count_params, profile
+from .outputs import OutputError, check_outputs, write_atomic
 from .registry import check_model_options, conv_entry, create_model, list_convs, list_models, model_entry
 
 __all__ = ["main", "parse_input_size", "parse_options"]
@@ -137,7 +138,9 @@ def _executor(args: argparse.Namespace, out: str) -> Any:
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="registered model name (see `factorconv list`)")
-    p.add_argument("--conv", default="conv", help="operator replacing the spatial convs (default: conv)")
+    p.add_argument("--conv", default=None,
+                   help="operator replacing the spatial convs (default: the model's own, as create_model builds it: "
+                        "conv for most, dsep for DARTS, the IGC operators for the IGC nets)")
     p.add_argument("--width", type=number(), default=None, help="width multiplier (default: the model's, 1.0)")
     p.add_argument("--input", default=None, help="input size CxHxW (default: the model's, e.g. 3x32x32)")
     p.add_argument("--num-classes", type=count(), default=None,
@@ -198,7 +201,8 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     if not args.summary:
         print(prof.table())
         print()
-    print(f"model          {args.model} (conv={args.conv}{'' if args.width is None else f', width={args.width}'})")
+    conv = args.conv or getattr(model, "build_config", {}).get("conv", "the model's own")
+    print(f"model          {args.model} (conv={conv}{'' if args.width is None else f', width={args.width}'})")
     print(prof.summary())
     return 0
 
@@ -334,9 +338,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if args.dry_run:
         rows = plan(study, args.scale)
         if args.json:
-            print(json.dumps(rows, indent=2))
+            seeds = args.seeds or study.scale(args.scale)["seeds"]
+            print(json.dumps({"study": study.name, "scale": args.scale, "seeds": seeds, "runs": seeds * len(rows),
+                              "rows": rows}, indent=2))
         else:
-            print(render_plan(study, args.scale, rows), end="")
+            print(render_plan(study, args.scale, rows, seeds=args.seeds), end="")
         return 1 if any(r["ok"] is False for r in rows) else 0
     out = args.out or str(Path("runs") / f"reproduce-{study.name}-{args.scale}")
     command = "factorconv " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else None
@@ -354,10 +360,17 @@ def _cmd_show(args: argparse.Namespace) -> int:
     from .analysis import show_run
 
     what = [w.strip() for w in args.what.split(",") if w.strip()] if args.what else None
-    data = show_run(args.run, out=args.out, what=what, images=args.images, data_dir=args.data_dir)
+    data = show_run(args.run, out=args.out, what=what, images=args.images, data_dir=args.data_dir, force=args.force)
     run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
     out = Path(args.out) if args.out else run_dir / "show"
+    skipped = data.pop("skipped", {})
     print(f"{', '.join(data)}: {', '.join(sorted(p.name for p in out.glob('*.png')))} and show.json in {out}")
+    layerless = [v for v, why in skipped.items() if why == f"the model has no {v} layer"]
+    if layerless:
+        print(f"skipped {', '.join(layerless)}: the model has no such layer")
+    for view, why in skipped.items():
+        if view not in layerless:
+            print(f"skipped {view}: {why}")
     return 0
 
 
@@ -373,7 +386,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .train import export_run
 
     report = export_run(args.path, args.format, fold=args.fold, pack=args.pack, out=args.out, check=args.check,
-                        check_images=args.check_images, check_batch=args.check_batch, dynamo=args.dynamo)
+                        check_images=args.check_images, check_batch=args.check_batch, dynamo=args.dynamo,
+                        force=args.force)
     failed = args.check and max(report[k]["max_rel_error"] for k in ("check_random", "check_real")) > args.tolerance
     if args.json:
         print(json.dumps({k: v for k, v in report.items() if k not in ("form", "data")}, indent=2))
@@ -382,8 +396,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         for key, what in (("check_random", "random inputs"), ("check_real", f"{report['data']} test images")):
             if key in report:
                 c = report[key]
+                per = " per pixel" if c.get("agreement_of") == "pixels" else ""
                 print(f"check on {c['images']} {what}: max |error| {c['max_abs_error']:.2e} (relative "
-                      f"{c['max_rel_error']:.2e}), top-1 agreement {100 * c['top1_agreement']:.2f}%")
+                      f"{c['max_rel_error']:.2e}), top-1 agreement{per} {100 * c['top1_agreement']:.2f}%")
     if failed:
         print(f"factorconv export: error: the exported model differs from PyTorch by more than {args.tolerance:g} "
               "(relative)", file=sys.stderr)
@@ -479,11 +494,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     result["command"] = command
     text = render_bench(result, command)
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        stem = f"bench_{args.suite}_{args.device}"
-        (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-        (out / f"{stem}.md").write_text(f"# factorconv bench {args.suite} ({args.device})\n\n" + text)
+        stem = Path(args.out) / f"bench_{args.suite}_{args.device}"
+        record, rendered = stem.with_suffix(".json"), stem.with_suffix(".md")
+        check_outputs((record, rendered), force=args.force)
+        write_atomic(record, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
+        write_atomic(rendered, lambda tmp: tmp.write_text(f"# factorconv bench {args.suite} ({args.device})\n\n"
+                                                          + text))
     print(json.dumps(result, indent=2) if args.json else text)
     return 0
 
@@ -611,6 +627,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="a run directory (or its checkpoint.pt)")
     p.add_argument("--what", default=None, help="comma-separated views: doconv,acdc,bdsc,cam,redundancy")
     p.add_argument("--out", default=None, help="where to write (default RUN/show)")
+    p.add_argument("--force", action="store_true", help="replace the files of an earlier show in --out")
     p.add_argument("--images", type=count(), default=4, help="test images in the CAM grid (default 4)")
     p.add_argument("--data-dir", default=None, help="where the run's data set is")
     p.set_defaults(func=_cmd_show)
@@ -630,6 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=number(0.0), default=1e-4, help="largest relative logit error --check accepts")
     p.add_argument("--dynamo", action="store_true", help="ONNX: the torch.export-based exporter")
     p.add_argument("--out", default=None, help="output file (default: in the run directory)")
+    p.add_argument("--force", action="store_true", help="replace an existing output file (never a run's own files)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_export)
 
@@ -645,6 +663,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=count(), default=None, help="batch (default 32)")
     p.add_argument("--repeats", type=count(), default=None, help="interleaved repetitions (default 20 ops, 15 models)")
     p.add_argument("--out", default=None, help="also write bench_<suite>_<device>.json/.md in this directory")
+    p.add_argument("--force", action="store_true", help="replace existing files of an earlier bench in --out")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_bench)
 
@@ -691,7 +710,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except (ValueError, UsageError) as err:
         return fail(f"error: {_one_line(err)}", 2)
-    except (DatasetError, TrainError, CheckpointError, RunDirError, StudyError) as err:
+    except (DatasetError, TrainError, CheckpointError, RunDirError, StudyError, OutputError) as err:
         return fail(f"error: {_one_line(err)}", 1)
     except KeyboardInterrupt as err:
         hint = getattr(err, "resume_hint", "")
@@ -700,11 +719,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as err:  # a file that cannot be read or written: the file and why, not a traceback
+        return fail(f"error: {_os_error(err)}", 1)
     except (MemoryError, RuntimeError) as err:
         if not isinstance(err, MemoryError) and "allocate" not in str(err):
             raise  # a real bug: its traceback is what a report needs
         return fail(f"error: not enough memory for what was asked ({_one_line(err) or 'MemoryError'}); use a "
                     "smaller width, batch or model", 1)
+
+
+def _os_error(err: OSError) -> str:
+    from .outputs import write_error
+
+    if err.filename is not None:
+        return write_error(err, err.filename, "use")
+    return _one_line(err)
 
 
 def _one_line(err: BaseException) -> str:

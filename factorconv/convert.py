@@ -167,5 +167,10 @@ def pack(model: nn.Module) -> nn.Module:
 
 
 def deploy(model: nn.Module) -> nn.Module:
-    """Replace every operator with its deploy form (`op.deploy()`: folded, or factorized when smaller)."""
+    """Replace every operator with its deploy form (`op.deploy()`: folded, or factorized when smaller), and
+    drop the modules the model uses only in training (`model.training_only`: DARTS's auxiliary head)."""
+    from .accounting import training_only
+
+    for name in training_only(model):
+        setattr(model, name, None)
     return _swap_operators(model, lambda op: op.deploy())

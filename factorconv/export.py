@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import io
 import json
-import os
 import struct
 import warnings
 import zlib
@@ -25,6 +24,8 @@ from typing import Any, BinaryIO
 
 import torch
 from torch import Tensor, nn
+
+from .outputs import OutputError, is_write_failure, write_atomic
 
 __all__ = ["FORMATS", "check_export", "compact_size", "export_form", "export_model", "load_compact", "save_compact"]
 
@@ -54,49 +55,69 @@ def export_model(model: nn.Module, path: str | Path, fmt: str, example: Tensor, 
     BDSC configuration would otherwise be stored unpacked, as floats). Returns the path."""
     if fmt not in FORMATS:
         raise ValueError(f"export: format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"export: cannot write to {path.parent}: {err.strerror or err}") from None
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     model = model.eval()
-    try:
-        if fmt == "state_dict":
-            torch.save(model.state_dict(), tmp)
-        elif fmt == "torchscript":
-            with torch.no_grad():
-                try:
-                    scripted = torch.jit.script(model)
-                except Exception:  # models with Python-only constructs still trace
-                    scripted = torch.jit.trace(model, (example,))
-            scripted.save(str(tmp))
-        else:
-            with warnings.catch_warnings(), torch.no_grad():
-                warnings.simplefilter("ignore")
-                if dynamo:
-                    torch.onnx.export(model, (example,), str(tmp), dynamo=True, external_data=False,
-                                      dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=opset)
-                else:  # the TorchScript-based exporter: 10x faster here, and it handles every operator
-                    torch.onnx.export(model, (example,), str(tmp), dynamo=False, input_names=["input"],
-                                      output_names=["logits"], dynamic_axes={"input": {0: "batch"}},
-                                      opset_version=opset, do_constant_folding=constant_folding)
-        os.replace(tmp, path)
-    except Exception as err:  # the exporters' own messages run to pages of graph dumps
-        first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
-        raise ValueError(f"export: {fmt} export of {type(model).__name__} failed: {first[:300]}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+
+    def write(tmp: Path) -> None:
+        try:
+            _export_to(model, tmp, fmt, example, opset=opset, dynamo=dynamo, constant_folding=constant_folding)
+        except (OSError, OutputError):
+            raise
+        except Exception as err:  # the exporters' own messages run to pages of graph dumps
+            if is_write_failure(err):
+                raise
+            first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+            raise ValueError(f"export: {fmt} export of {type(model).__name__} failed: {first[:300]}") from None
+
+    return write_atomic(path, write)
+
+
+def _export_to(model: nn.Module, path: Path, fmt: str, example: Tensor, *, opset: int, dynamo: bool,
+               constant_folding: bool) -> None:
+    if fmt == "state_dict":
+        torch.save(model.state_dict(), path)
+    elif fmt == "torchscript":
+        with torch.no_grad():
+            try:
+                scripted = torch.jit.script(model)
+            except Exception:  # models with Python-only constructs still trace
+                scripted = _trace(model, example)
+        scripted.save(str(path))
+    else:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            if dynamo:
+                torch.onnx.export(model, (example,), str(path), dynamo=True, external_data=False,
+                                  dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=opset)
+            else:  # the TorchScript-based exporter: 10x faster here, and it handles every operator
+                torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["input"],
+                                  output_names=["logits"], dynamic_axes={"input": {0: "batch"}},
+                                  opset_version=opset, do_constant_folding=constant_folding)
+
+
+def _trace(model: nn.Module, example: Tensor) -> torch.jit.ScriptModule:
+    """`model` traced on `example`. torch's own trace check compares the graphs of two tracing runs, and an
+    operator's eval-mode kernel cache makes the second graph differ from the first (it reads the cached kernel
+    instead of composing it) though both compute the same; so the trace is checked on what it computes: its
+    outputs on the example and on a batch of another size must equal the model's (relative 1e-4)."""
+    traced = torch.jit.trace(model, (example,), check_trace=False)
+    other = torch.randn(example.shape[0] + 2, *example.shape[1:], generator=torch.Generator().manual_seed(1))
+    for x in (example, other):
+        expected, got = model(x), traced(x)
+        scale = max(expected.abs().max().item(), 1e-12)
+        if got.shape != expected.shape or (got - expected).abs().max().item() > 1e-4 * scale:
+            raise ValueError("the traced model does not reproduce the model's outputs (data-dependent control "
+                             "flow?); export it with --fold")
+    return traced
 
 
 def check_export(path: str | Path, fmt: str, reference: nn.Module, inputs: Sequence[Tensor]) -> dict[str, Any]:
     """Run the exported file on each input (onnxruntime for ONNX, torch.jit.load for TorchScript, the
     reference architecture with the loaded weights for a state_dict) and compare with `reference` (eval
-    mode): the largest absolute and relative logit difference, and how often the top-1 classes agree."""
+    mode): the largest absolute and relative logit difference, and how often the top-1 classes agree (per
+    image, or per pixel for a segmentation model: `agreement_of` says which)."""
     reference = reference.eval()
     run = _runner(Path(path), fmt, reference)
-    worst, worst_rel, agree, total = 0.0, 0.0, 0, 0
+    worst, worst_rel, agree, total, images = 0.0, 0.0, 0, 0, 0
     for x in inputs:
         with torch.no_grad():
             expected = reference(x).float()
@@ -107,10 +128,12 @@ def check_export(path: str | Path, fmt: str, reference: nn.Module, inputs: Seque
         diff = (got - expected).abs().max().item()
         worst = max(worst, diff)
         worst_rel = max(worst_rel, diff / max(expected.abs().max().item(), 1e-12))
-        agree += int((got.argmax(1) == expected.argmax(1)).sum())
-        total += len(x)
+        same = got.argmax(1) == expected.argmax(1)  # per image, or per pixel for a segmentation model
+        agree += int(same.sum())
+        total += same.numel()
+        images += len(x)
     return {"max_abs_error": worst, "max_rel_error": worst_rel, "top1_agreement": agree / max(total, 1),
-            "images": total}
+            "images": images, "agreement_of": "pixels" if expected.dim() > 2 else "images"}
 
 
 def _runner(path: Path, fmt: str, reference: nn.Module) -> Any:

@@ -105,7 +105,7 @@ def test_redundancy_one_subspace_against_unrelated_layers() -> None:
     coef, basis, err = decompose_kernel(torch.randn(6, 4, 3, 3), 9)
     assert err < 1e-12 and coef.shape == (6, 4, 9) and basis.shape == (9, 3, 3)
     assert effective_rank(torch.eye(5)) == pytest.approx(5) and effective_rank(torch.ones(4, 4)) == pytest.approx(1)
-    with pytest.raises(ValueError, match=r"two or more spatial nn\.Conv2d"):
+    with pytest.raises(ValueError, match=r"two or more dense k×k conv layers"):
         coefficient_redundancy(nn.Sequential(nn.Conv2d(1, 2, 3)), torch.randn(2, 1, 8, 8))
 
 
@@ -120,7 +120,8 @@ def test_show_on_a_trained_run_and_every_view(tmp_path: Path, capsys) -> None:
     shown = tmp_path / "run" / "show"
     assert (shown / "cam.png").stat().st_size > 1000 and (shown / "doconv_shift.png").exists()
     data = json.loads((shown / "show.json").read_text())
-    assert set(data) == {"doconv", "cam"} and len(data["cam"]["labels"]) == 2
+    assert set(data) == {"doconv", "cam", "skipped"} and len(data["cam"]["labels"]) == 2
+    assert set(data["skipped"]) == {"acdc", "bdsc", "redundancy"}
     assert any(v != 0 for h in data["doconv"].values() for row in h for v in row)  # trained: D' moved
     assert main(["show", str(tmp_path / "run"), "--what", "acdc"]) == 2
     assert "the model has no acdc layer" in capsys.readouterr().err

@@ -111,7 +111,8 @@ def test_export_command_on_a_trained_run(tmp_path: Path, capsys) -> None:
         for key in ("check_random", "check_real"):
             assert report[key]["max_rel_error"] < 1e-4 and report[key]["top1_agreement"] == 1.0
     # a check over the tolerance fails the command, with --json too (onnxruntime differs by float round-off)
-    assert main(["export", str(run), "--fold", "--check", "--check-images", "64", "--tolerance", "0", "--json"]) == 1
+    assert main(["export", str(run), "--fold", "--check", "--check-images", "64", "--tolerance", "0", "--json",
+                 "--force"]) == 1
     assert json.loads(capsys.readouterr().out)["check_real"]["max_abs_error"] > 0
     assert main(["export", str(tmp_path / "nothing"), "--check"]) == 1
     assert "no checkpoint" in capsys.readouterr().err

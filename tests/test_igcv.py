@@ -113,7 +113,7 @@ def test_tables_3_4_6_within_4_percent(key: tuple) -> None:
     name, width, depth, k = key
     params_m, macs = TABLES[key]
     options = {"K": k} if k else {}
-    params, counted = _conv_counts(fc.create_model(name, width=width, depth=depth, **options))
+    params, counted = _conv_counts(fc.create_model(name, channels=width, depth=depth, **options))
     assert abs(params / 1e6 / params_m - 1) < 0.04
     assert abs(counted / macs - 1) < 0.04
 
@@ -121,7 +121,7 @@ def test_tables_3_4_6_within_4_percent(key: tuple) -> None:
 def test_table3_xception_c83() -> None:
     """The one cell outside 4%: MACs +4.8% with full-cost transitions (PAPER_NOTES), whose params fit
     within 1.3%; the other reading (the 1x1 widens) undershoots the params by 6.7%."""
-    params, macs = _conv_counts(fc.create_model("xception_cifar", width=83, depth=20))
+    params, macs = _conv_counts(fc.create_model("xception_cifar", channels=83, depth=20))
     assert abs(params / 0.89e6 - 1) < 0.02 and 0.04 < macs / 1.31e8 - 1 < 0.05
 
 
@@ -163,12 +163,12 @@ def test_imagenet_igc_networks_run_and_take_any_conv(name: str) -> None:
 def test_cifar_igc_networks_default_to_their_operator() -> None:
     model = fc.create_model("igcv2_cifar")
     assert isinstance(model.layer1[0].conv1, InterleavedGroupConv2) and model.widths == (64, 128, 256)
-    assert model.build_config["conv"] == "igcv2" and model.build_config["width"] == 64
+    assert model.build_config["conv"] == "igcv2" and model.build_config["width"] == 1.0
     plain = fc.create_model("igcv2_cifar", conv="conv")
     assert not any(isinstance(m, InterleavedGroupConv2) for m in plain.modules())
     with pytest.raises(ValueError, match="K is an option of igcv2_cifar"):
         fc.create_model("igcv1_cifar", K=(8, 16, 32))
-    star = fc.create_model("igcv2star_cifar", width=216)
+    star = fc.create_model("igcv2star_cifar", channels=216)
     assert [star.layer1[1].conv1.branch_sizes, star.layer3[1].conv1.branch_sizes] == [(8, 8, 8), (8, 8, 8, 8)]
 
 
@@ -245,7 +245,7 @@ def test_table2_eight_layer_blocks(name: str, width: int) -> None:
     """Per block, as the paper counts; the printed values are rounded ("≈ 10^4", "≈ 1.7×10^7"): params within
     5%, FLOPs within 8% (C256: 1.07×10^7 against "≈ 10^7")."""
     with torch.device("meta"):
-        model = fc.create_model(name, width=width, num_classes=100)
+        model = fc.create_model(name, channels=width, num_classes=100)
     blocks = model.blocks
     assert len(blocks) == 6 and model.stem[0].weight.shape == (width, 3, 3, 3)  # the stem is a plain conv
     cost = blocks[0][0].cost((32, 32))
@@ -257,11 +257,11 @@ def test_table2_eight_layer_blocks(name: str, width: int) -> None:
 
 def test_eight_layer_stem_stride_halves_the_grid_once() -> None:
     """The CPU scale of IGCV2's K / L sweeps: a stride-2 stem, the blocks unchanged at half the resolution."""
-    plain = fc.create_model("igcv2_8", width=24, num_classes=10, in_chans=1)
-    strided = fc.create_model("igcv2_8", width=24, num_classes=10, in_chans=1, stem_stride=2)
+    plain = fc.create_model("igcv2_8", channels=24, num_classes=10, in_chans=1)
+    strided = fc.create_model("igcv2_8", channels=24, num_classes=10, in_chans=1, stem_stride=2)
     assert sum(p.numel() for p in plain.parameters()) == sum(p.numel() for p in strided.parameters())
     x = torch.randn(2, 1, 28, 28)
     assert strided.stem(x).shape == (2, 24, 14, 14) and plain.stem(x).shape == (2, 24, 28, 28)
     assert strided(x).shape == (2, 10)
     with pytest.raises(ValueError, match="stem_stride must be 1 or 2"):
-        fc.create_model("xception8", width=8, stem_stride=4)
+        fc.create_model("xception8", channels=8, stem_stride=4)

@@ -8,9 +8,12 @@ import factorconv as fc
 from factorconv.models.igc import CIFAR_NETS
 from factorconv.models.layers import ZeroPadShortcut, scale_width
 
-# The interleaved-group-conv CIFAR networks take the absolute first-stage width: a small one is 16.
-SMALL_WIDTH = dict.fromkeys(CIFAR_NETS, 16) | {"xception8": 8, "igcv2_8": 16, "darts_cifar": 8, "darts_imagenet": 8}
-MATRIX_OPTIONS = {"darts_cifar": {"cells": 5}, "darts_imagenet": {"cells": 5}}  # a reduction cell and an aux head
+# Networks named by their base channels (the IGC nets' Cx, DARTS's C) are built small by `channels` at width 1.
+SMALL_WIDTH = dict.fromkeys([*CIFAR_NETS, "xception8", "igcv2_8", "darts_cifar", "darts_imagenet"], 1.0)
+MATRIX_OPTIONS = (
+    {name: {"channels": 16} for name in CIFAR_NETS} | {"xception8": {"channels": 8}, "igcv2_8": {"channels": 16}}
+    | {"darts_cifar": {"cells": 5, "channels": 8}, "darts_imagenet": {"cells": 5, "channels": 8}}  # a reduction
+)  # cell and an aux head
 
 # Pairs that cannot be built, and why: the test asserts they fail with a ValueError that says so.
 INCOMPATIBLE = {
@@ -110,9 +113,11 @@ def test_darts_and_o_darts_counts(key: tuple) -> None:
     """Counted as DARTS counts: without the auxiliary head (training only); MACs at 32 / 224."""
     name, conv, c, classes = key
     with torch.device("meta"):
-        model = fc.create_model(name, conv=conv, width=c, num_classes=classes).eval()
+        model = fc.create_model(name, conv=conv, channels=c, num_classes=classes).eval()
     params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("auxiliary"))
-    macs = fc.profile(model, (3, 32, 32) if name == "darts_cifar" else (3, 224, 224)).macs
+    prof = fc.profile(model, (3, 32, 32) if name == "darts_cifar" else (3, 224, 224))
+    macs = prof.macs
+    assert prof.deploy_params == params  # the auxiliary head trains, but does not ship
     p, f = DARTS_ROWS[key]
     assert abs(params / 1e6 / p - 1) < 0.003 and abs(macs / 1e9 / f - 1) < 0.003
     if key == ("darts_cifar", "dsep", 36, 10):

@@ -82,8 +82,8 @@ def test_igcv2_kl_rows_have_about_equal_parameters_per_block() -> None:
     study = get_reproduction("igcv2-kl")
     for row in study.rows:
         with torch.device("meta"):
-            model = create_model("igcv2_8", conv="igcv2", width=row.width, num_classes=100,
-                                 conv_kwargs=row.options)
+            model = create_model("igcv2_8", conv="igcv2", num_classes=100, conv_kwargs=row.options,
+                                 **row.model_options)
         block = model.blocks[0][0]
         assert abs(block.cost((32, 32)).params / 4700 - 1) < 0.05, (row.label, block.cost((32, 32)).params)
     assert [r.paper_sign for r in study.rows[1:]] == [-1] * (len(study.rows) - 1)
@@ -115,7 +115,8 @@ def test_the_command_lists_plans_and_refuses(capsys) -> None:
     shown = capsys.readouterr().out
     assert "o-ResNet20 x3.625" in shown and "params 0.221 (+0.0%)" in shown
     assert main(["reproduce", "osep-t6", "--dry-run", "--json"]) == 0
-    assert len(json.loads(capsys.readouterr().out)) == 3
+    planned = json.loads(capsys.readouterr().out)
+    assert len(planned["rows"]) == 3 and planned["seeds"] == 3 and planned["runs"] == 9
     assert main(["reproduce", "no-such-study"]) == 2
     err = capsys.readouterr().err
     assert "no study named 'no-such-study'; known: acdc-t1" in err and len(err.strip().splitlines()) == 1

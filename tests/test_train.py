@@ -105,7 +105,7 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path: Path, monkey
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", disk_full)
-    with pytest.raises(CheckpointError, match=r"No space left on device \(the previous checkpoint there is intact\)"):
+    with pytest.raises(CheckpointError, match=r"no space left on device \(the previous checkpoint there is intact\)"):
         save_checkpoint({"model": {"w": torch.zeros(3)}, "config": {}, "step": 2}, path)
     monkeypatch.undo()
     assert load_checkpoint(path)["step"] == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
@@ -273,7 +273,7 @@ def test_transfer_from_a_run_to_held_out_classes_training_only_a_part(tmp_path: 
 
 
 def test_darts_trains_with_its_auxiliary_loss_and_cutout(tmp_path: Path) -> None:
-    darts = {"model": "darts_cifar", "conv": "dsep", "width": 8, "model_kwargs": {"cells": 3, "drop_path": 0.2},
+    darts = {"model": "darts_cifar", "conv": "dsep", "model_kwargs": {"cells": 3, "drop_path": 0.2, "channels": 8},
              "train_subset": 64, "test_subset": 32, "steps": 2, "batch_size": 16, "cutout": 8}
     with_aux = fit(small(tmp_path, "aux", aux_weight=0.4, **darts))
     without = fit(small(tmp_path, "none", aux_weight=0.0, **darts))

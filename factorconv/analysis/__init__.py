@@ -5,7 +5,7 @@
 from .cam import class_activation_maps, stages
 from .kernels import acdc_atoms, acdc_coefficients, bdsc_configurations, doconv_shift
 from .redundancy import coefficient_redundancy, decompose_kernel, effective_rank
-from .show import VIEWS, applicable_views, show_model, show_run
+from .show import VIEWS, applicable_views, show_model, show_run, view_reasons
 
 __all__ = [
     "VIEWS",
@@ -21,4 +21,5 @@ __all__ = [
     "show_model",
     "show_run",
     "stages",
+    "view_reasons",
 ]

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["coefficient_redundancy", "decompose_kernel", "effective_rank"]
+__all__ = ["coefficient_redundancy", "decompose_kernel", "effective_rank", "spatial_convs"]
 
 
 def decompose_kernel(weight: Tensor, atoms: int) -> tuple[Tensor, Tensor, float]:
@@ -61,9 +61,15 @@ def _cca(a: Tensor, b: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
     return u.T @ wa, vh @ wb
 
 
-def _spatial_convs(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
+def spatial_convs(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
+    """The layers the analysis decomposes: dense k×k convs (groups 1, square k > 1) that are layers of the
+    model, not the factors inside an operator (a spatial-separable pair's k×1 and 1×k, an osep part)."""
+    from ..ops.base import is_operator
+
+    inner = {id(c) for m in model.modules() if is_operator(m) for c in m.modules() if c is not m}
     return [(n, m) for n, m in model.named_modules()
-            if isinstance(m, nn.Conv2d) and m.groups == 1 and m.kernel_size != (1, 1)]
+            if isinstance(m, nn.Conv2d) and id(m) not in inner and m.groups == 1
+            and m.kernel_size[0] == m.kernel_size[1] > 1]
 
 
 def coefficient_redundancy(model: nn.Module, images: Tensor, atoms: int | None = None,
@@ -72,10 +78,10 @@ def coefficient_redundancy(model: nn.Module, images: Tensor, atoms: int | None =
     decomposition error; per pair of layers of equal shape and feature size: the effective ranks of Ã_i,
     Ã_j and [Ã_i, Ã_j]; and their means. `atoms` defaults to kh·kw (an exact decomposition, as the paper's);
     `max_samples` pixel positions (the same for both layers of a pair) are drawn from the outputs."""
-    convs = _spatial_convs(model)
+    convs = spatial_convs(model)
     if len(convs) < 2:
-        raise ValueError("coefficient_redundancy: the model needs two or more spatial nn.Conv2d layers "
-                         "(run it on a standard CNN, before conversion)")
+        raise ValueError("coefficient_redundancy: the model needs two or more dense k×k conv layers (run it on a "
+                         "standard CNN, before conversion)")
     inputs: dict[str, Tensor] = {}
     hooks = [m.register_forward_hook(lambda _m, i, _o, name=n: inputs.__setitem__(name, i[0].detach()))
              for n, m in convs]
@@ -88,6 +94,9 @@ def coefficient_redundancy(model: nn.Module, images: Tensor, atoms: int | None =
         for h in hooks:
             h.remove()
         model.train(was)
+    convs = [(n, m) for n, m in convs if n in inputs]  # a layer the forward never reaches has no outputs
+    if len(convs) < 2:
+        raise ValueError("coefficient_redundancy: fewer than two of the model's dense k×k convs run in its forward")
     gen = torch.Generator().manual_seed(seed)
     layers: dict[str, dict[str, Any]] = {}
     for name, conv in convs:

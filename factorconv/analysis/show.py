@@ -17,22 +17,42 @@ from torch import nn
 from ..ops.acdc import ACDCConv2d
 from ..ops.bdsc import BalancedDecoupledConv2d
 from ..ops.doconv import DOConv2d
+from ..outputs import check_outputs
 from .cam import class_activation_maps
 from .kernels import acdc_atoms, acdc_coefficients, bdsc_configurations, doconv_shift
-from .redundancy import coefficient_redundancy
+from .redundancy import coefficient_redundancy, spatial_convs
 
-__all__ = ["VIEWS", "applicable_views", "show_model", "show_run"]
+__all__ = ["VIEWS", "VIEW_FILES", "applicable_views", "show_model", "show_run", "view_reasons"]
 
 VIEWS = ("doconv", "acdc", "bdsc", "cam", "redundancy")
 
 
-def applicable_views(model: nn.Module) -> list[str]:
+# the files each view writes (show.json holds every view's numbers)
+VIEW_FILES = {"doconv": ("doconv_shift.png",), "acdc": ("acdc_atoms.png", "acdc_coefficients.png"),
+              "bdsc": ("bdsc_taps.png", "bdsc_density.png"), "cam": ("cam.png",), "redundancy": ("redundancy.png",)}
+
+
+def view_reasons(model: nn.Module, task: str = "classification") -> dict[str, str | None]:
+    """Every view: None where it applies to `model` (trained for `task`), else why it does not."""
     kinds = {type(m) for m in model.modules()}
-    views = [v for v, cls in (("doconv", DOConv2d), ("acdc", ACDCConv2d), ("bdsc", BalancedDecoupledConv2d))
-             if any(issubclass(k, cls) for k in kinds)]
-    if not views:  # a standard CNN: the analysis that motivates ACDC
-        views.append("redundancy")
-    return [*views, "cam"]
+    reasons: dict[str, str | None] = {}
+    for view, cls in (("doconv", DOConv2d), ("acdc", ACDCConv2d), ("bdsc", BalancedDecoupledConv2d)):
+        reasons[view] = None if any(issubclass(k, cls) for k in kinds) else f"the model has no {view} layer"
+    if any(why is None for why in reasons.values()):
+        reasons["redundancy"] = "the model's convs are already an operator's (the analysis is of a standard CNN)"
+    elif len(spatial_convs(model)) < 2:
+        reasons["redundancy"] = ("the model has fewer than two dense k×k conv layers (its operator factors them: "
+                                 "the analysis is of a standard CNN)")
+    else:
+        reasons["redundancy"] = None
+    reasons["cam"] = (None if task == "classification" else
+                      f"Grad-CAM of a class score needs a classifier; this model is trained for {task}")
+    return reasons
+
+
+def applicable_views(model: nn.Module, task: str = "classification") -> list[str]:
+    """The views that apply to `model`, in VIEWS order."""
+    return [view for view, why in view_reasons(model, task).items() if why is None]
 
 
 def _pyplot() -> Any:
@@ -160,22 +180,29 @@ def _redundancy(model: nn.Module, images: torch.Tensor, out: Path) -> dict[str, 
 
 
 def show_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, raw: torch.Tensor, out: str | Path,
-               what: list[str] | None = None, cam_images: int | None = None) -> dict[str, Any]:
-    """Write the views `what` (default: `applicable_views`) of `model` to `out`: a PNG or two each and
-    show.json; `images` are normalised inputs, `raw` the same images for display (C, H, W in [0, 1]). The CAM
-    grid shows the first `cam_images` of them (default all); the redundancy analysis uses all."""
+               what: list[str] | None = None, cam_images: int | None = None, task: str = "classification",
+               force: bool = False) -> dict[str, Any]:
+    """Write the views `what` (default: every view that applies, `applicable_views`) of `model` to `out`: a
+    PNG or two each and show.json, whose "skipped" entry says which views did not apply and why. `images` are
+    normalised inputs, `raw` the same images for display (C, H, W in [0, 1]). The CAM grid shows the first
+    `cam_images` of them (default all); the redundancy analysis uses all. Files of an earlier show in `out`
+    are replaced only with `force`."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    views = what or applicable_views(model)
-    unknown = [v for v in views if v not in VIEWS]
+    reasons = view_reasons(model, task)
+    unknown = [v for v in what or () if v not in VIEWS]
     if unknown:
         raise ValueError(f"show: unknown view {', '.join(unknown)} (views: {', '.join(VIEWS)})")
-    present = applicable_views(model)
-    missing = [v for v in views if v in ("doconv", "acdc", "bdsc") and v not in present]
-    if missing:
-        raise ValueError(f"show: the model has no {', '.join(missing)} layer (its views: {', '.join(present)})")
+    refused = [f"{v}: {reasons[v]}" for v in what or () if reasons[v] is not None]
+    if refused:
+        present = ", ".join(applicable_views(model, task))
+        raise ValueError(f"show: {'; '.join(refused)} (this model's views: {present})")
+    views = what or applicable_views(model, task)
+    check_outputs([out / "show.json", *(out / name for v in views for name in VIEW_FILES[v])], force=force)
+    out.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     data: dict[str, Any] = {}
+    if not what:
+        data["skipped"] = {v: why for v, why in reasons.items() if why is not None}
     for view in views:
         if view == "doconv":
             data[view] = _doconv(model, out)
@@ -193,17 +220,18 @@ def show_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, raw
 
 
 def show_run(run: str | Path, out: str | Path | None = None, what: list[str] | None = None, images: int = 4,
-             data_dir: str | None = None) -> dict[str, Any]:
+             data_dir: str | None = None, force: bool = False) -> dict[str, Any]:
     """`show_model` on a trained run (its directory or checkpoint) with `images` of its test images (the
     redundancy analysis uses 64); writes to `out` (default RUN/show)."""
     from ..data import TensorLoader
     from ..train import load_trained
 
     model, _cfg, state, test = load_trained(run, data_dir)
-    views = what or applicable_views(model)
+    views = what or applicable_views(model, test.task)
     count = max(images, 64) if "redundancy" in views else images
     loader = TensorLoader(test.subset(count, 0), count, shuffle=False, mean=state["mean"], std=state["std"])
     x, y = next(iter(loader.epoch(0)))
     raw = test.subset(count, 0).images[:count].float() / 255.0
     run_dir = Path(run) if Path(run).is_dir() else Path(run).parent
-    return show_model(model, x, y, raw, Path(out) if out else run_dir / "show", views, cam_images=images)
+    return show_model(model, x, y, raw, Path(out) if out else run_dir / "show", what, cam_images=images,
+                      task=test.task, force=force)

@@ -108,6 +108,15 @@ class ImageSet:
             self._stats = (mean.tolist(), std.tolist())
         return self._stats
 
+    def fingerprint(self) -> str:
+        """A digest of the images, labels and class names: the data a run saw, wherever its files were (a
+        changed data set has another fingerprint; a moved or copied one keeps it)."""
+        digest = hashlib.blake2b(digest_size=12)
+        digest.update(repr((tuple(self.images.shape), tuple(self.labels.shape), self.classes)).encode())
+        for tensor in (self.images, self.labels):
+            digest.update(tensor.contiguous().view(-1).view(torch.uint8).numpy().data)
+        return digest.hexdigest()
+
     def subset(self, count: int | None, seed: int = 0) -> ImageSet:
         """The first `count` images of a seeded shuffle (all of them when count is None or too large)."""
         if count is None or count >= len(self):
@@ -116,6 +125,11 @@ class ImageSet:
             raise ValueError(f"subset size must be positive, got {count}")
         idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:count].sort().values
         return ImageSet(self.images[idx], self.labels[idx], self.classes, self.name, self.source)
+
+
+def dataset_fingerprint(train: ImageSet, test: ImageSet) -> str:
+    """The fingerprint of a data set's two splits, as a run and a study record it."""
+    return hashlib.blake2b(f"{train.fingerprint()} {test.fingerprint()}".encode(), digest_size=12).hexdigest()
 
 
 def select_classes(images: ImageSet, classes: list[int]) -> ImageSet:

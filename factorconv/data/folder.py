@@ -8,13 +8,14 @@ import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from .base import DatasetError, ImageSet
 
-__all__ = ["IMAGE_EXTENSIONS", "class_names", "decode_errors", "read_image_folder"]
+__all__ = ["HIGH_DEPTH_MODES", "IMAGE_EXTENSIONS", "class_names", "decode_errors", "read_image_folder", "read_pixels"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -31,6 +32,27 @@ def decode_errors(path: Path) -> Iterator[None]:
         raise DatasetError(f"{path}: refused, too large to decode safely ({err})") from None
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise DatasetError(f"{path}: not a readable image ({err})") from None
+
+
+# Pillow's modes for more than 8 bits per sample (16-bit grayscale PNGs open as one of these); their values
+# are scaled to 8 bits, never clipped at 255
+HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def read_pixels(img: Any, mode: str, path: Path) -> Any:
+    """`img` (a Pillow image) in `mode` ("RGB" or "L") at 8 bits: 16-bit samples scaled by 255/65535 (rounded),
+    as Pillow already does for 16-bit RGB; floating-point or out-of-range samples refused naming the file."""
+    from PIL import Image
+
+    if img.mode == "F":
+        raise DatasetError(f"{path}: floating-point pixels (mode F) are not read; save it as an 8- or 16-bit image")
+    if img.mode in HIGH_DEPTH_MODES:
+        samples = np.asarray(img).astype(np.int64)
+        if samples.size and (samples.min() < 0 or samples.max() > 65535):
+            raise DatasetError(f"{path}: {img.mode} samples span [{samples.min()}, {samples.max()}], beyond the "
+                               "16-bit range 0..65535 this reader scales to 8 bits")
+        img = Image.fromarray(((samples * 255 + 32767) // 65535).astype(np.uint8), "L")
+    return img.convert(mode)
 
 
 def class_names(root: Path) -> list[str]:
@@ -61,7 +83,7 @@ def _listing(root: Path, classes: Sequence[str] | None = None) -> tuple[list[str
 
 def _fingerprint(files: list[tuple[Path, int]], size: tuple[int, int] | None, mode: str,
                  classes: Sequence[str]) -> str:
-    h = hashlib.sha256(f"{size} {mode} {list(classes)}".encode())
+    h = hashlib.sha256(f"v2 {size} {mode} {list(classes)}".encode())  # v2: 16-bit images scaled, not clipped
     for f, label in files:
         st = f.stat()
         h.update(f"{f}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
@@ -105,7 +127,7 @@ def read_image_folder(
     arrays = []
     for f, _ in files:
         with decode_errors(f), Image.open(f) as img:
-            img = img.convert(mode)
+            img = read_pixels(img, mode, f)
             if hw is not None and img.size != (hw[1], hw[0]):
                 img = img.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
             arrays.append(np.asarray(img, dtype=np.uint8))

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .base import IGNORE_INDEX, DatasetError, ImageSet, largest_class
-from .folder import decode_errors
+from .folder import HIGH_DEPTH_MODES, decode_errors, read_pixels
 
 __all__ = ["largest_mask_value", "paste_items", "read_segmentation_folder"]
 
@@ -90,6 +90,12 @@ def _read_mask(mask_file: Path, size: int | None = None, image_file: Path | None
     from PIL import Image
 
     with decode_errors(mask_file), Image.open(mask_file) as mask:
+        if mask.mode in HIGH_DEPTH_MODES:  # a 16-bit mask: its values are class indices as they are
+            values = np.asarray(mask).astype(np.int64)
+            if values.size and (values.min() < 0 or values.max() > 255):
+                raise DatasetError(f"{mask_file}: a 16-bit mask holds values up to {values.max()}; class indices "
+                                   "must be 0..254 (255 = ignore)")
+            mask = Image.fromarray(values.astype(np.uint8), "L")
         if mask.mode not in ("L", "P"):
             raise DatasetError(f"{mask_file}: a mask must be a grayscale or palette PNG of class indices, "
                                f"got mode {mask.mode}")
@@ -121,8 +127,8 @@ def read_segmentation_folder(split_dir: str | Path, classes: list[str] | None = 
     gray = True
     for image_file, mask_file in pairs:
         with decode_errors(image_file), Image.open(image_file) as img:
-            gray = gray and img.mode in ("L", "I;16", "1")
-            img = img.convert("RGB")
+            gray = gray and img.mode in ("L", "1", *HIGH_DEPTH_MODES)
+            img = read_pixels(img, "RGB", image_file)
             image_size = img.size
             if size is not None and img.size != (size, size):
                 img = img.resize((size, size), Image.Resampling.BILINEAR)

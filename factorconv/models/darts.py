@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..registry import ConvBuilder, create_conv2d, register_model
-from .layers import ConvFactory, check_positive
+from .layers import ConvFactory, check_positive, scaled_channels
 
 __all__ = ["DARTS_V2", "DartsNetwork", "Genotype"]
 
@@ -123,7 +123,8 @@ class AuxiliaryHead(nn.Module):
 
 
 class DartsNetwork(nn.Module):
-    """A DARTS evaluation network. `width` is the initial channel count C (36 / 48 in DARTS; o-DARTS 42 / 56).
+    """A DARTS evaluation network. `channels` is the initial channel count C (36 / 48 in DARTS; o-DARTS 42 / 56)
+    and `width` multiplies it, as it multiplies every backbone's channels (C = channels × width).
     In training with `auxiliary`, forward returns (logits, auxiliary logits); otherwise the logits."""
 
     def __init__(
@@ -132,7 +133,8 @@ class DartsNetwork(nn.Module):
         imagenet: bool = False,
         conv: str | ConvBuilder = "dsep",
         conv_kwargs: dict[str, Any] | None = None,
-        width: float = 36,
+        width: float = 1.0,
+        channels: int | None = None,
         cells: int = 20,
         num_classes: int = 10,
         in_chans: int = 3,
@@ -142,11 +144,10 @@ class DartsNetwork(nn.Module):
     ) -> None:
         super().__init__()
         name = "darts_imagenet" if imagenet else "darts_cifar"
-        check_positive(name, "width", width)
         check_positive(name, "cells", cells, int)
         if not 0 <= drop_path < 1:
             raise ValueError(f"{name}: drop_path must be in [0, 1), got {drop_path!r}")
-        c = round(width)
+        c = scaled_channels(name, channels, 48 if imagenet else 36, width)
         conv_layer = ConvFactory(conv, conv_kwargs)
         self.drop_path = float(drop_path)
         if imagenet:
@@ -173,6 +174,7 @@ class DartsNetwork(nn.Module):
             if i == self.aux_at:
                 c_aux = c_p
         self.auxiliary = AuxiliaryHead(c_aux, num_classes, imagenet) if auxiliary else None
+        self.training_only = ("auxiliary",)  # the deploy form and its counts leave the head out
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_p, num_classes)
 
@@ -188,12 +190,14 @@ class DartsNetwork(nn.Module):
         return (logits, aux) if aux is not None else logits
 
 
-def _builder(name: str, imagenet: bool, default_width: int, default_cells: int) -> Callable[..., DartsNetwork]:
+def _builder(name: str, imagenet: bool, default_channels: int, default_cells: int) -> Callable[..., DartsNetwork]:
     def build(*, conv: str | ConvBuilder = "dsep", conv_kwargs: dict[str, Any] | None = None,
-              width: float = default_width, cells: int = default_cells, num_classes: int = 10, in_chans: int = 3,
-              auxiliary: bool = True, drop_path: float = 0.0) -> DartsNetwork:
-        return DartsNetwork(imagenet=imagenet, conv=conv, conv_kwargs=conv_kwargs, width=width, cells=cells,
-                            num_classes=num_classes, in_chans=in_chans, auxiliary=auxiliary, drop_path=drop_path)
+              width: float = 1.0, channels: int = default_channels, cells: int = default_cells,
+              num_classes: int = 10, in_chans: int = 3, auxiliary: bool = True,
+              drop_path: float = 0.0) -> DartsNetwork:
+        return DartsNetwork(imagenet=imagenet, conv=conv, conv_kwargs=conv_kwargs, width=width, channels=channels,
+                            cells=cells, num_classes=num_classes, in_chans=in_chans, auxiliary=auxiliary,
+                            drop_path=drop_path)
 
     build.__name__ = build.__qualname__ = name
     return build

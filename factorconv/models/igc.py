@@ -1,8 +1,9 @@
 """The interleaved-group-convolution networks of paper 002 and its nonlinear blocks.
 
 CIFAR networks of Table 1 (depth 3B+2: a 3x3 stem, three stages of B layers at widths x, 2x, 4x with an
-identity skip every two layers and zero padding at transitions, pooling, classifier; `width` is the
-absolute first-stage width x). Each layer is the paper's operator by default, with its per-stage options:
+identity skip every two layers and zero padding at transitions, pooling, classifier; `channels` is the
+first-stage width x of the paper's name "(Cx)", each network's own by default, and `width` multiplies it as it
+multiplies every backbone's channels). Each layer is the paper's operator by default, with its per-stage options:
 - `xception_cifar`: channel-wise 3x3 then 1x1 (dsep; depth multiplier 2 at transitions, full 2x->2x 1x1);
 - `igcv1_cifar`: igcv1 with L = x/2 primary partitions in every stage (M = 2, 4, 8 channels each);
 - `igcv2_cifar`: igcv2 with L = 3 and branch sizes K per stage (`K=(8, 16, 32)` for C64, Table 4);
@@ -27,7 +28,7 @@ from ..functional import shuffle_permutation
 from ..ops.channel import ChannelGather
 from ..registry import ConvBuilder, register_model
 from .cifar_resnet import CifarResNet
-from .layers import ConvFactory, check_positive, default_act, init_weights, make_divisible
+from .layers import ConvFactory, check_positive, default_act, init_weights, make_divisible, scaled_channels
 from .mobilenet import SeparableBlock, relu6
 
 __all__ = ["IGCV3", "IGCV2Block", "IGCV2Mobilenet", "IGCV3Block", "XceptionBlock"]
@@ -46,18 +47,15 @@ def _cifar(
         depth: int = 20,
         conv: str | ConvBuilder = default_conv,
         conv_kwargs: dict[str, Any] | None = None,
-        width: float = default_width,
+        width: float = 1.0,
+        channels: int | None = None,
         num_classes: int = 10,
         in_chans: int = 3,
         K: tuple[int, int, int] | None = None,
         norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
         act_layer: Callable[[], nn.Module] = default_act,
     ) -> CifarResNet:
-        check_positive(name, "width", width)
-        x = round(width)
-        if x < 2:
-            raise ValueError(f"{name}: width is the absolute first-stage width x in channels (e.g. {default_width}), "
-                             f"got {width!r}")
+        x = scaled_channels(name, channels, default_width, width)
         if (depth - 2) % 6:
             raise ValueError(f"{name}: depth must be 3B+2 with B even (8, 20, 26, ...), got {depth}")
         if K is not None and name != "igcv2_cifar":
@@ -82,7 +80,7 @@ CIFAR_NETS = {
                        "Xception(Cx) of IGCV2's Table 1: channel-wise 3x3 + 1x1 layers, depth 3B+2"),
     "igcv1_cifar": ("igcv1", lambda x: ({"partitions": x // 2},) * 3, lambda x: None, 48,
                     "IGCV1(Cx) of IGCV2's Table 1: x/2 primary partitions of 2, 4, 8 channels per stage"),
-    "igcv2_cifar": ("igcv2", lambda x: tuple({"K": c // 8, "L": 3} for c in (x, 2 * x, 4 * x)), lambda x: None,
+    "igcv2_cifar": ("igcv2", lambda x: tuple({"K": max(2, c // 8), "L": 3} for c in (x, 2 * x, 4 * x)), lambda x: None,
                     64, "IGCV2(Cx) of IGCV2's Table 1: channel-wise 3x3 + two group 1x1 convs of branch K"),
     "igcv2star_cifar": ("igcv2", _igcv2star_stages, lambda x: min(64, x), 216,
                         "IGCV2*(Cx) of IGCV2's Table 1: K = 8, ceil(log_8 C) group 1x1 convs per stage"),

@@ -3,7 +3,8 @@ C -> C at full resolution (no down-sampling), global pooling and a classifier. T
 are the operator (`xception8`: channel-wise 3x3 then 1x1, i.e. dsep; `igcv2_8`: IGCV2 with L = 3 and
 branches of K channels, the divisor of C nearest sqrt(C), unless `conv_kwargs` say otherwise), each followed
 by BN and ReLU; the paper counts parameters and FLOPs within one such block (Table 2: Xception C64 ≈ 4,700 /
-4.8·10⁶, IGCV2 C144 the same). `width` is the absolute C. `stem_stride` 2 halves the resolution once at the
+4.8·10⁶, IGCV2 C144 the same). `channels` is the paper's C (64 for xception8, 144 for igcv2_8 by default)
+and `width` multiplies it, as it multiplies every backbone's channels. `stem_stride` 2 halves the resolution once at the
 stem, as the paper adapts its CIFAR networks to Tiny ImageNet: the CPU scale of its K / L sweeps."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..registry import ConvBuilder, register_model
-from .layers import ConvFactory, ConvNormAct, check_positive, default_act, init_weights
+from .layers import ConvFactory, ConvNormAct, check_positive, default_act, init_weights, scaled_channels
 
 __all__ = ["EightLayerNet"]
 
@@ -30,7 +31,8 @@ class EightLayerNet(nn.Module):
         default_conv: str = "dsep",
         conv: str | ConvBuilder | None = None,
         conv_kwargs: dict[str, Any] | None = None,
-        width: float = 64,
+        width: float = 1.0,
+        channels: int = 64,
         layers: int = 6,
         stem_stride: int = 1,
         num_classes: int = 10,
@@ -39,13 +41,10 @@ class EightLayerNet(nn.Module):
         act_layer: Callable[[], nn.Module] = default_act,
     ) -> None:
         super().__init__()
-        check_positive(name, "width", width)
         check_positive(name, "layers", layers, int)
         if stem_stride not in (1, 2):
             raise ValueError(f"{name}: stem_stride must be 1 or 2, got {stem_stride!r}")
-        c = round(width)
-        if c < 2:
-            raise ValueError(f"{name}: width is the absolute channel count C (e.g. 64), got {width!r}")
+        c = scaled_channels(name, channels, 64, width)
         conv = default_conv if conv is None else conv
         options = dict(conv_kwargs or {})
         if conv == "igcv2" and "K" not in options and "branch_sizes" not in options:
@@ -66,15 +65,15 @@ class EightLayerNet(nn.Module):
         return self.fc(self.flatten(self.pool(self.blocks(self.stem(x)))))
 
 
-def _builder(name: str, default_conv: str, default_width: int) -> Callable[..., EightLayerNet]:
+def _builder(name: str, default_conv: str, default_channels: int) -> Callable[..., EightLayerNet]:
     def build(*, conv: str | ConvBuilder | None = None, conv_kwargs: dict[str, Any] | None = None,
-              width: float = default_width, layers: int = 6, stem_stride: int = 1, num_classes: int = 10,
-              in_chans: int = 3,
+              width: float = 1.0, channels: int = default_channels, layers: int = 6, stem_stride: int = 1,
+              num_classes: int = 10, in_chans: int = 3,
               norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
               act_layer: Callable[[], nn.Module] = default_act) -> EightLayerNet:
         return EightLayerNet(name=name, default_conv=default_conv, conv=conv, conv_kwargs=conv_kwargs, width=width,
-                             layers=layers, stem_stride=stem_stride, num_classes=num_classes, in_chans=in_chans,
-                             norm_layer=norm_layer, act_layer=act_layer)
+                             channels=channels, layers=layers, stem_stride=stem_stride, num_classes=num_classes,
+                             in_chans=in_chans, norm_layer=norm_layer, act_layer=act_layer)
 
     build.__name__ = build.__qualname__ = name
     return build

@@ -30,6 +30,7 @@ __all__ = [
     "init_weights",
     "make_divisible",
     "scale_width",
+    "scaled_channels",
 ]
 
 default_act: Callable[[], nn.Module] = functools.partial(nn.ReLU, inplace=True)
@@ -118,6 +119,20 @@ def check_positive(model: str, option: str, value: Any, kind: type = float) -> N
         ok = isinstance(value, int)
     if not ok:
         raise ValueError(f"{model}: {option} must be a positive {kind.__name__}, got {value!r}")
+
+
+def scaled_channels(model: str, channels: int | None, default: int, width: float) -> int:
+    """A network's base channel count (`channels`, the paper's C; `default` when None) times the width
+    multiplier, rounded; at least 2 (a narrower network has no group structure left)."""
+    check_positive(model, "width", width)
+    if channels is not None:
+        check_positive(model, "channels", channels, int)
+    base = default if channels is None else channels
+    c = round(base * width)
+    if c < 2:
+        raise ValueError(f"{model}: width {width:g} leaves {base} x {width:g} = {base * width:.3g} channels; at least "
+                         f"2 are needed (width >= {2 / base:.3g})")
+    return c
 
 
 def check_choice(model: str, option: str, value: Any, choices: tuple[Any, ...]) -> None:

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -121,15 +122,21 @@ class IGCV2Plan:
         return self.channels * (self.spatial * k[0] + sum(k[1:]))
 
 
-def _factorizations(n: int, parts: int) -> list[tuple[int, ...]]:
-    """All non-decreasing tuples of `parts` positive ints with product n."""
+@functools.lru_cache(maxsize=4096)
+def _factorizations(n: int, parts: int, least: int = 1) -> tuple[tuple[int, ...], ...]:
+    """All non-decreasing tuples of `parts` ints >= `least` with product n. Each call starts at its least
+    factor and is memoised, so the work grows with the number of factorizations (a few hundred for any real
+    C), not exponentially with `parts` (L = 35 took 4 s and L = 100 did not end when every branch re-derived
+    the tuples of its rest)."""
     if parts == 1:
-        return [(n,)]
-    out = []
-    for d in range(1, math.floor(n ** (1 / parts)) + 2):  # the smallest factor is at most n^(1/parts)
+        return ((n,),) if n >= least else ()
+    out: list[tuple[int, ...]] = []
+    d = least
+    while d ** parts <= n:  # the smallest factor is at most n^(1/parts)
         if n % d == 0:
-            out += [(d, *rest) for rest in _factorizations(n // d, parts - 1) if rest[0] >= d]
-    return out
+            out += [(d, *rest) for rest in _factorizations(n // d, parts - 1, d)]
+        d += 1
+    return tuple(out)
 
 
 def plan_igcv2(

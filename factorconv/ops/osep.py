@@ -188,6 +188,15 @@ def _kernels(kernel: tuple[int, int], n: int, spatial: bool, given: Any) -> list
     return ks
 
 
+def _geometric_level(need: float, sizes: list[int]) -> float:
+    """(need · ∏ sizes)^(1/len(sizes)), eq. 17's common level. The product of hundreds of parts' sizes
+    overflows a float: then in logs (only then, so that every plan a float holds keeps its exact rounding)."""
+    try:
+        return (need * math.prod(sizes)) ** (1 / len(sizes))
+    except OverflowError:
+        return math.exp((math.log(need) + sum(math.log(x) for x in sizes)) / len(sizes))
+
+
 def plan_osep(
     c_in: int,
     c_out: int,
@@ -243,7 +252,7 @@ def plan_osep(
             break
         covered = math.prod(channels[i] / fixed[i] for i in fixed)
         need = gamma * channels[0] / covered
-        level = (need * math.prod(channels[i + 1] * area[i] for i in free)) ** (1 / len(free))
+        level = _geometric_level(need, [channels[i + 1] * area[i] for i in free])
         n_cont = {i: level / (channels[i + 1] * area[i]) for i in free}
         masked = {}
         for i in free:

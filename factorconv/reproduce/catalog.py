@@ -24,9 +24,9 @@ class Row:
     `options`); `paper_acc` the paper's top-1 accuracy in % (error tables converted); `paper_counts` what the
     paper prints for the row at its scale, by `profile` field: "params_m" (M parameters), "macs_m" (M MACs,
     the papers' FLOPs), "size_mib" (deploy size, MiB); `paper_width` the paper's hand-picked width multiplier
-    for the row at paper scale (else the budget, or the scale's width, decides); `model` and `width` a whole
-    network of its own for the row at both scales (IGCV2's Xception(C35) against IGCV2(C64): `width` is then
-    that network's width argument); "conv_params_m" / "conv_macs_m" count as IGCV2's tables do (conv weights
+    for the row at paper scale (else the budget, or the scale's width, decides); `model` a whole network of its
+    own for the row at both scales, with its base channels in `model_options` (IGCV2's Xception(C35) against
+    IGCV2(C64): `channels` 35 and 64); "conv_params_m" / "conv_macs_m" count as IGCV2's tables do (conv weights
     and MACs only); `cpu_options` replace some `options` at CPU scale, where a narrower network needs a
     proportionally smaller setting (ACDC-g's group size); `paper_sign` the direction of the row's difference to
     the reference (+1 better, -1 worse) where the paper shows it in a figure without printing a number (IGCV2's
@@ -40,7 +40,6 @@ class Row:
     paper_counts: dict[str, float] = field(default_factory=dict)
     paper_width: float | None = None
     model: str | None = None
-    width: float | None = None
     cpu_options: dict[str, Any] = field(default_factory=dict)
     paper_sign: int | None = None
 

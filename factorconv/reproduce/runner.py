@@ -57,8 +57,7 @@ def study_spec(study: Reproduction, scale: str, *, seeds: int | None = None, dat
         model_kwargs={r.label: dict(r.model_options) for r in study.rows if r.model_options},
         models={r.label: r.model for r in study.rows if r.model},
         width=fields.get("width", 1.0), metric=fields.get("metric", "final"), command=command,
-        fixed_widths={r.label: w for r in study.rows
-                      if (w := r.paper_width if scale == "paper" and r.paper_width else r.width)})
+        fixed_widths={r.label: r.paper_width for r in study.rows if scale == "paper" and r.paper_width})
     return spec.validate()
 
 
@@ -91,8 +90,10 @@ def plan(study: Reproduction, scale: str, labels: list[str] | None = None) -> li
     return rows
 
 
-def render_plan(study: Reproduction, scale: str, rows: list[dict[str, Any]]) -> str:
-    spec = study_spec(study, scale)
+def render_plan(study: Reproduction, scale: str, rows: list[dict[str, Any]], seeds: int | None = None) -> str:
+    """The dry run's plan as text: the study's size (`seeds` as --seeds gives them, else the study's own) and
+    each row's width and counts beside the paper's."""
+    spec = study_spec(study, scale, seeds=seeds)
     lines = [f"{study.name} at --scale {scale}: {spec.model} on {spec.data}, budget {spec.budget or 'none'}"
              f"{f', width {spec.width:g}' if spec.width != 1.0 else ''}, preset {spec.preset}, {spec.seeds} seeds; "
              f"{len(rows)} rows x {spec.seeds} seeds = {len(rows) * spec.seeds} runs",
@@ -132,9 +133,21 @@ def claims(study: Reproduction, results: dict[str, Any]) -> list[dict[str, Any]]
                 summary = Summary(diff["n"], diff["mean"], diff["std"], diff["ci_low"], diff["ci_high"])
                 entry["verdict"] = claim_verdict(claimed, summary)
             else:
-                entry["verdict"] = "no paper number" if claimed is None else "not run"
+                entry["verdict"] = _no_difference(ours, by_label.get(ref.label), claimed)
         out.append(entry)
     return out
+
+
+def _no_difference(ours: dict[str, Any] | None, reference: dict[str, Any] | None, claimed: float | None) -> str:
+    """Why a row has no paired difference to judge: its runs (or the reference's) diverged, or never ran."""
+    for row, whose in ((ours, ""), (reference, "the reference's ")):
+        if row is not None and row.get("runs") and row.get("diverged") == len(row["runs"]):
+            return f"diverged ({whose}{row['diverged']} of {len(row['runs'])} runs)"
+    if claimed is None:
+        return "no paper number"
+    if ours is None or reference is None:
+        return "not run"
+    return "no paired seeds (the row's and the reference's finished seeds do not overlap)"
 
 
 def render_claims(study: Reproduction, scale: str, rows: list[dict[str, Any]]) -> str:

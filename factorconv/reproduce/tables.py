@@ -142,10 +142,10 @@ STUDIES = [
         source="IGCV2 (002), Table 4: Xception(C35) against IGCV2(C64), depth 8, CIFAR-100, similar parameters",
         claim="IGCV2 (C64, K = 8, 16, 32) is more accurate than Xception (C35) with fewer parameters (+0.83 points)",
         rows=(
-            Row("dsep", "Xception (C35)", 67.00, options={"norm": False}, model="xception_cifar", width=35,
-                model_options={"depth": 8}, paper_counts={"conv_params_m": 0.056, "conv_macs_m": 9.5}),
-            Row("igcv2", "IGCV2 (C64)", 67.83, model="igcv2_cifar", width=64,
-                model_options={"depth": 8, "K": [8, 16, 32]},
+            Row("dsep", "Xception (C35)", 67.00, options={"norm": False}, model="xception_cifar",
+                model_options={"depth": 8, "channels": 35}, paper_counts={"conv_params_m": 0.056, "conv_macs_m": 9.5}),
+            Row("igcv2", "IGCV2 (C64)", 67.83, model="igcv2_cifar",
+                model_options={"depth": 8, "channels": 64, "K": [8, 16, 32]},
                 paper_counts={"conv_params_m": 0.047, "conv_macs_m": 9.5}),
         ),
         paper={"model": "xception_cifar", "budget": None, "data": "cifar100", "preset": "igcv2", "seeds": 3},
@@ -159,10 +159,10 @@ STUDIES = [
         source="IGCV2 (002), Table 6: IGCV1(C48) against IGCV2(C80), depth 8, CIFAR-100, equal parameters",
         claim="IGCV2 (C80, K = 10, 16, 20) is more accurate than IGCV1 (C48) at the same parameters (+1.13 points)",
         rows=(
-            Row("igcv1", "IGCV1 (C48)", 66.52, model="igcv1_cifar", width=48, model_options={"depth": 8},
+            Row("igcv1", "IGCV1 (C48)", 66.52, model="igcv1_cifar", model_options={"depth": 8, "channels": 48},
                 paper_counts={"conv_params_m": 0.046, "conv_macs_m": 10.0}),
-            Row("igcv2", "IGCV2 (C80)", 67.65, model="igcv2_cifar", width=80,
-                model_options={"depth": 8, "K": [10, 16, 20]},
+            Row("igcv2", "IGCV2 (C80)", 67.65, model="igcv2_cifar",
+                model_options={"depth": 8, "channels": 80, "K": [10, 16, 20]},
                 paper_counts={"conv_params_m": 0.046, "conv_macs_m": 11.8}),
         ),
         paper={"model": "igcv1_cifar", "budget": None, "data": "cifar100", "preset": "igcv2", "seeds": 3},
@@ -178,7 +178,8 @@ STUDIES = [
               "(C174) beats sparser and denser K at L = 3 and the best blocks at L = 2 and 4 (bars, no numbers)",
         rows=tuple(
             Row(f"igcv2:L{lf}K{k}", f"L={lf}, K={k} (C{c}){' red bar' if red else ''}", None,
-                options={"L": lf + 1, "K": k}, model="igcv2_8", width=c, paper_sign=None if ref else -1)
+                options={"L": lf + 1, "K": k}, model="igcv2_8", model_options={"channels": c},
+                paper_sign=None if ref else -1)
             for lf, k, c, red, ref in (
                 (3, 6, 174, True, True),  # Figure 2(b)'s red bar, the best of all three panels
                 (3, 3, 258, False, False), (3, 12, 108, False, False),  # 2(b): sparser / denser than complementary

@@ -12,17 +12,27 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .execution import LongestFirst, RunTask, StudyError, _failed, execute_run
+from .execution import (
+    Done,
+    Failed,
+    LongestFirst,
+    RunTask,
+    StudyError,
+    _failed,
+    driver_identity,
+    execute_run,
+    execute_run_watched,
+    notify_failed,
+)
+from .reaper import start_reaper
 
-__all__ = ["RayExecutor", "SubmititExecutor", "absolute_config", "require"]
-
-Done = Callable[[RunTask, dict[str, Any]], None]
-
+__all__ = ["CONNECT_TIMEOUT", "RayExecutor", "SubmititExecutor", "absolute_config", "reach", "require"]
 
 def require(module: str, option: str) -> Any:
     """Import an optional dependency or say which extra provides it."""
@@ -43,6 +53,28 @@ def absolute_config(config: dict[str, Any], cwd: Path | None = None) -> dict[str
     return out
 
 
+# seconds a Ray cluster's address gets to accept a connection before the study says it cannot be reached
+CONNECT_TIMEOUT = 10.0
+
+
+def reach(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Refuse, in at most `timeout` seconds, a Ray address (host:port or ray://host:port) that accepts no TCP
+    connection: `ray.init` would retry it for many minutes with only warnings. 'auto' and other forms are left
+    to Ray."""
+    target = address.split("://", 1)[-1]
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as err:
+        why = "timed out" if isinstance(err, TimeoutError) else (err.strerror or type(err).__name__).lower()
+        raise StudyError(f"--ray-address {address}: no Ray cluster reachable there within {timeout:g} s ({why}); "
+                         "start one with `ray start --head` on that machine, or leave --ray-address out for a "
+                         "local Ray") from None
+
+
 class RayExecutor:
     """One Ray task per run with `num_cpus` CPUs (the run's threads) and `num_gpus` GPUs. `address` is an
     existing cluster ("auto", or host:port); None starts a local Ray for the study with `local_cpus` CPUs
@@ -51,14 +83,16 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, address: str | None = None, num_cpus: float = 1, num_gpus: float = 0,
-                 local_cpus: int | None = None) -> None:
+                 local_cpus: int | None = None, connect_timeout: float = CONNECT_TIMEOUT) -> None:
         if not num_cpus > 0 or num_gpus < 0:
             raise ValueError(f"ray executor: need num_cpus > 0 and num_gpus >= 0, got {num_cpus}, {num_gpus}")
         self.address, self.num_cpus, self.num_gpus, self.local_cpus = address, num_cpus, num_gpus, local_cpus
+        if address:  # before the study writes anything: an address nothing answers at is refused now
+            reach(address, connect_timeout)
 
-    def run(self, tasks: Sequence[RunTask], done: Done) -> None:
+    def run(self, tasks: Sequence[RunTask], done: Done, failed: Failed | None = None) -> None:
         ray = require("ray", "--executor ray")
-        started = False
+        started, reaper = False, None
         if not ray.is_initialized():
             try:
                 if self.address:
@@ -68,8 +102,12 @@ class RayExecutor:
                     # gets a sliver of a core (importing torch took 65 s instead of 3 on a loaded 2-core
                     # machine). The runs are the study's work, so a local Ray started here runs them at 0.
                     os.environ.setdefault("RAY_worker_niceness", "0")
-                    ray.init(num_cpus=self.local_cpus or os.cpu_count(), include_dashboard=False,
-                             logging_level="ERROR", log_to_driver=False)
+                    context = ray.init(num_cpus=self.local_cpus or os.cpu_count(), include_dashboard=False,
+                                       logging_level="ERROR", log_to_driver=False)
+                    session = (getattr(context, "address_info", None) or {}).get("session_dir")
+                    reaper = start_reaper(os.getpid(), session) if session else None
+            except StudyError:
+                raise
             except Exception as err:
                 raise StudyError(f"--executor ray: cannot start or reach Ray ({type(err).__name__}: "
                                  f"{str(err).splitlines()[0] if str(err) else ''})") from None
@@ -85,7 +123,9 @@ class RayExecutor:
                     try:
                         result = ray.get(ref)
                     except Exception as err:  # the run's own exception, wrapped by Ray
-                        failure = failure or _failed(task, getattr(err, "cause", None) or err)
+                        error = _failed(task, getattr(err, "cause", None) or err)
+                        notify_failed(failed, task, error)
+                        failure = failure or error
                         continue
                     done(task, result)
             if failure is not None:
@@ -93,6 +133,9 @@ class RayExecutor:
         finally:
             if started:
                 ray.shutdown()
+            if reaper is not None:  # the local Ray ended normally: nothing is left to reap
+                reaper.terminate()
+                reaper.wait()
 
 
 class SubmititExecutor:
@@ -116,11 +159,14 @@ class SubmititExecutor:
         self.folder, self.cluster, self.partition = Path(folder), cluster, partition
         self.time_min, self.gpus, self.cpus = time_min, gpus, cpus
         self.max_parallel, self.poll_seconds = max_parallel, poll_seconds
+        if cluster == "slurm" and shutil.which("sbatch") is None:
+            raise StudyError("--submitit-cluster slurm: Slurm is not available here (no sbatch on PATH); run on a "
+                             "Slurm login node, or use --submitit-cluster local")
 
     def resolved_cluster(self) -> str:
         return self.cluster or ("slurm" if shutil.which("sbatch") else "local")
 
-    def run(self, tasks: Sequence[RunTask], done: Done) -> None:
+    def run(self, tasks: Sequence[RunTask], done: Done, failed: Failed | None = None) -> None:
         submitit = require("submitit", "--executor submitit")
         cluster = self.resolved_cluster()
         executor = submitit.AutoExecutor(folder=str(self.folder.resolve() / "%j"), cluster=cluster)
@@ -133,11 +179,12 @@ class SubmititExecutor:
         # Slurm queues everything itself; a local machine runs as many as its cores take
         limit = len(tasks) if cluster == "slurm" else (self.max_parallel or max(1, (os.cpu_count() or 1) // self.cpus))
         queue, order, running = list(tasks), LongestFirst(), {}
+        driver = driver_identity()
         failure: BaseException | None = None
         while queue or running:
             while queue and failure is None and len(running) < limit:
                 task = order.pick(queue)
-                running[executor.submit(execute_run, absolute_config(task.config))] = task
+                running[executor.submit(execute_run_watched, absolute_config(task.config), driver)] = task
             finished = [job for job in running if job.done()]
             if not finished:
                 time.sleep(self.poll_seconds)
@@ -147,10 +194,31 @@ class SubmititExecutor:
                 try:
                     result = job.result()
                 except Exception as err:  # FailedJobError carries the run's traceback in its message
-                    failure = failure or _failed(task, err)
+                    error = _failed(task, err, _job_cause(err), _job_log(job))
+                    notify_failed(failed, task, error)
+                    failure = failure or error
                     queue.clear()
                     continue
                 order.record(task, result.get("seconds"))
                 done(task, result)
         if failure is not None:
             raise failure
+
+
+def _job_cause(err: BaseException) -> str:
+    """The run's own error from a submitit FailedJobError (the last line of the job's traceback), else the
+    error itself."""
+    text = str(err)
+    if "----------------------" in text:
+        trace = text.split("----------------------")[1].strip().splitlines()
+        last = next((line.strip() for line in reversed(trace) if line.strip()), "")
+        if last:
+            return last[:300]
+    return f"{type(err).__name__}: {(text.splitlines() or [''])[0][:300]}"
+
+
+def _job_log(job: Any) -> str | None:
+    try:
+        return str(job.paths.stderr)
+    except Exception:  # a job without paths (the debug cluster)
+        return None

@@ -11,9 +11,9 @@ implements `Executor.run` the same way.
 from __future__ import annotations
 
 import concurrent.futures as futures
-import json
 import multiprocessing
 import os
+import socket
 import sys
 import threading
 import time
@@ -22,14 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..locking import process_alive
+
 __all__ = ["BOOKKEEPING", "EXECUTORS", "Executor", "LocalExecutor", "LongestFirst", "RunTask", "StudyError",
-           "create_executor", "execute_run", "finished_result"]
+           "create_executor", "driver_identity", "execute_run", "execute_run_watched", "finished_result"]
 
 EXECUTORS = ("local", "ray", "submitit")
 
 # Config fields that say where or how visibly a run ran, not what it computed: a rerun may change them.
 BOOKKEEPING = frozenset({"run_dir", "progress", "log_every", "data_dir", "device", "download", "checkpoint_every",
-                         "eval_every"})
+                         "eval_every", "log"})
 
 
 class StudyError(RuntimeError):
@@ -52,13 +54,6 @@ class RunTask:
         return Path(self.config["run_dir"])
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _config_defaults() -> dict[str, Any]:
     from ..train import TrainConfig
 
@@ -72,12 +67,22 @@ def _computing(cfg: dict[str, Any]) -> dict[str, Any]:
 def finished_result(config: dict[str, Any]) -> dict[str, Any] | None:
     """The result.json of the run `config` describes when it finished (done, or diverged: rerunning a
     deterministic run that diverged would diverge again); None when it has not. A finished run whose saved
-    config computes something else is an error, never silently reused."""
+    config computes something else, or that saw other data than `config`'s data_fingerprint, is an error,
+    never silently reused (a run recorded before fingerprints were kept is taken as it is)."""
+    from .records import read_run_result
+
     run = Path(config["run_dir"])
-    done = _read_json(run / "result.json")
-    if done is None or done.get("status") not in ("done", "diverged"):
+    done = read_run_result(run / "result.json", "test_acc")
+    if done is None:
         return None
+    seen, expected = done.get("data_fingerprint"), config.get("data_fingerprint")
+    if seen is not None and expected is not None and seen != expected:
+        raise StudyError(f"{run} holds a finished run trained on other data (fingerprint {seen}; this study's data "
+                         f"has {expected}): the data set changed; use another --out for a study on this data")
+    # what a run saw is judged by its result's fingerprint above, whatever its config said
     saved, wanted = _computing(done.get("config", {})), _computing(config)
+    saved.pop("data_fingerprint", None)
+    wanted.pop("data_fingerprint", None)
     # a field added to TrainConfig after the run was saved holds its default there (what that run computed)
     defaults = _config_defaults()
     changed = sorted(k for k in saved.keys() | wanted.keys()
@@ -104,30 +109,62 @@ def execute_run(config: dict[str, Any]) -> dict[str, Any]:
         return err.result
 
 
+Done = Callable[[RunTask, dict[str, Any]], None]
+Failed = Callable[[RunTask, BaseException], None]
+
+
 class Executor(Protocol):
     """Where a study's runs execute. `run` calls `execute_run(task.config)` for every task, somewhere, and
-    `done(task, result)` in the calling process as each finishes (in any order); it raises StudyError when a
-    run fails for another reason than divergence, after the runs already started have ended."""
+    `done(task, result)` in the calling process as each finishes (in any order), `failed(task, error)` (when
+    given) as one fails; it raises StudyError when a run fails for another reason than divergence, after the
+    runs already started have ended."""
 
     name: str
 
-    def run(self, tasks: Sequence[RunTask], done: Callable[[RunTask, dict[str, Any]], None]) -> None: ...
+    def run(self, tasks: Sequence[RunTask], done: Done, failed: Failed | None = None) -> None: ...
 
 
-def _exit_when_orphaned(parent: int, interval: float = 1.0) -> None:
-    """Watch, in a daemon thread, for the study process `parent` to be gone, then end this worker at once.
+def notify_failed(failed: Failed | None, task: RunTask, error: BaseException) -> None:
+    if failed is not None:
+        failed(task, error)
+
+
+def _exit_when(gone: Callable[[], bool], interval: float = 1.0) -> None:
+    """Watch, in a daemon thread, for `gone()` (the study process has ended), then end this process at once.
 
     A study killed by a signal it cannot catch (SIGTERM from a scheduler or `kill`, SIGKILL) leaves its worker
     processes running: each would finish its training run unseen and, if the study were started again, train
-    the same run directory beside the new worker. Ending here loses at most the current run's progress since
-    its last checkpoint, which a rerun resumes from."""
+    the same run directory beside the new worker (the run's lock now refuses that, but the orphan would still
+    hold the run). Ending here loses at most the current run's progress since its last checkpoint, which a
+    rerun resumes from."""
 
     def watch() -> None:
-        while os.getppid() == parent:
+        while not gone():
             time.sleep(interval)
         os._exit(1)
 
     threading.Thread(target=watch, name="factorconv-orphan-watch", daemon=True).start()
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    """For a worker process of the study process `parent`: end when the worker is orphaned."""
+    _exit_when(lambda: os.getppid() != parent)
+
+
+def execute_run_watched(config: dict[str, Any], driver: tuple[str, int]) -> dict[str, Any]:
+    """`execute_run` in a job that is not the study process's child (a submitit job runs under a controller
+    process that outlives the driver by design): on the driver's machine (`driver` is its host name and pid),
+    the job ends when the driver is gone. A job on another machine cannot see the driver; the run's lock keeps
+    a second trainer from writing beside it."""
+    host, pid = driver
+    if socket.gethostname() == host:
+        _exit_when(lambda: not process_alive(pid))
+    return execute_run(config)
+
+
+def driver_identity() -> tuple[str, int]:
+    """What `execute_run_watched` watches: this process's host name and pid."""
+    return socket.gethostname(), os.getpid()
 
 
 def _init_worker(devices: Any, parent: int) -> None:
@@ -152,10 +189,15 @@ class LocalExecutor:
             raise ValueError(f"--workers must be a positive integer, got {workers!r}")
         self.workers = workers
 
-    def run(self, tasks: Sequence[RunTask], done: Callable[[RunTask, dict[str, Any]], None]) -> None:
+    def run(self, tasks: Sequence[RunTask], done: Done, failed: Failed | None = None) -> None:
         if self.workers == 1 or len(tasks) <= 1:
             for task in tasks:
-                done(task, _guarded(task))
+                try:
+                    result = _guarded(task)
+                except StudyError as err:
+                    notify_failed(failed, task, err)
+                    raise
+                done(task, result)
             return
         ctx = multiprocessing.get_context("spawn")
         devices = ctx.Queue()
@@ -179,7 +221,9 @@ class LocalExecutor:
                         try:
                             result = future.result()
                         except BaseException as err:  # reported once the running ones end
-                            failure = failure or _failed(task, err)
+                            error = _failed(task, err)
+                            notify_failed(failed, task, error)
+                            failure = failure or error
                             queue.clear()
                             continue
                         seconds.record(task, result.get("seconds"))
@@ -236,12 +280,18 @@ def create_executor(name: str = "local", *, workers: int | None = None, threads:
     raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}, got {name!r}")
 
 
-def _failed(task: RunTask, err: BaseException) -> StudyError:
+def _failed(task: RunTask, err: BaseException, cause: str | None = None, log_path: str | None = None) -> StudyError:
+    """The study's error for a run that failed with `err` (`cause`: what failed, when `err` only wraps it;
+    `log_path`: where its output is), saying what a rerun does with it."""
     if isinstance(err, StudyError):
         return err
-    first = (str(err).splitlines() or [""])[0]
-    return StudyError(f"{task.label} failed ({type(err).__name__}: {first}); its run directory {task.run_dir} keeps "
-                      "its last checkpoint, and rerunning the study resumes it")
+    cause = cause or f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
+    log_note = f"; its log: {log_path}" if log_path else ""
+    if (task.run_dir / "checkpoint.pt").exists():
+        then = f"its run directory {task.run_dir} keeps its last checkpoint, and rerunning the study resumes it"
+    else:
+        then = f"it had written no checkpoint in {task.run_dir}, so rerunning the study starts it again"
+    return StudyError(f"{task.label} failed ({cause}){log_note}; {then}")
 
 
 def _guarded(task: RunTask) -> dict[str, Any]:

@@ -6,7 +6,6 @@ conclude, in words) and the plot. `build_report(out)` rebuilds all of it from th
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -18,6 +17,7 @@ from ..train.task import score_label as task_score_label
 from .execution import StudyError
 from .front import front_steps, pareto_front
 from .plot import plot_study
+from .records import read_latency, read_run_result, read_study
 from .spec import AXES, METRICS, Budget, StudySpec, human
 from .stats import BETTER, TOO_FEW, WORSE, paired_difference, summarize, verdict
 
@@ -27,13 +27,6 @@ def run_dir_of(out: Path, conv: str, width: float, seed: int) -> Path:
     """Where the run of `conv` at `width` and `seed` lives in a study directory (shared by every budget that
     gives the operator that width)."""
     return out / "runs" / conv.replace(":", "-") / f"w{width:g}" / f"seed{seed}"
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def size_axes(spec: StudySpec) -> list[str]:
@@ -56,8 +49,8 @@ def collect_rows(out: Path, spec: StudySpec, widths: dict[str, Any]) -> list[dic
             width = chosen[conv]
             runs = []
             for seed in range(spec.seeds):
-                r = _read_json(run_dir_of(out, conv, width, seed) / "result.json")
-                if r is None or r.get("status") not in ("done", DIVERGED):
+                r = read_run_result(run_dir_of(out, conv, width, seed) / "result.json", METRICS[spec.metric])
+                if r is None:
                     continue
                 health = r.get("health") or {"status": "ok"}
                 if r["status"] != DIVERGED and "loss_trace" in r:  # judged by today's rule, from the trace
@@ -126,14 +119,11 @@ def _label(row: dict[str, Any]) -> str:
 def build_report(out: str | Path) -> dict[str, Any]:
     """Table (with the Pareto fronts), results.json, report.md and study.png from the files in `out`."""
     out = Path(out)
-    saved = _read_json(out / "study.json")
-    if saved is None:
-        raise StudyError(f"{out} holds no study (no readable study.json); run `factorconv compare --out {out}`")
-    spec = StudySpec.from_dict(saved)
-    rows = collect_rows(out, spec, saved.get("widths", {}))
+    spec, widths, _saved = read_study(out)
+    rows = collect_rows(out, spec, widths)
     if not rows:
         raise StudyError(f"{out} holds no finished runs yet; run `factorconv compare` with the same --out")
-    latency = _read_json(out / "latency.json") or {}
+    latency = read_latency(out)
     for row in rows:
         for device, timings in latency.get("devices", {}).items():
             name = _label(row)

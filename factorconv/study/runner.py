@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,31 +17,38 @@ from ..train.rundir import write_json
 from .execution import Executor, LocalExecutor, RunTask, StudyError, finished_result, log
 from .latency import measure_latencies
 from .lock import StudyLock
+from .progress import StudyProgress
+from .records import read_json_record, read_run_result
 from .report import build_report, run_dir_of
 from .spec import Budget, StudySpec, match_widths, operator_of, parse_budgets
 
 __all__ = ["plan_runs", "run_study"]
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _merge_saved(spec: StudySpec, saved: dict[str, Any], out: Path) -> None:
+def _merge_saved(spec: StudySpec, saved: dict[str, Any], out: Path, data: DataInfo) -> None:
     """Grow `spec` by what the saved study has (operators, seeds, budget values, options), or refuse a
-    directory that holds a study computing something else."""
-    old = StudySpec.from_dict(saved)
+    directory that holds a study computing something else, or made on other data, naming each difference."""
+    try:
+        old = StudySpec.from_dict(saved)
+    except (TypeError, ValueError) as err:
+        raise StudyError(f"{out / 'study.json'} is not a study this version can read ({err}); choose another "
+                         "--out") from None
     mine, theirs = spec.identity(), old.identity()
     common = [c for c in spec.convs if c in old.convs]  # operators added now have nothing to agree with
     for key in ("conv_kwargs", "model_kwargs"):
         mine[key] = {c: mine[key][c] for c in common}
         theirs[key] = {c: theirs[key][c] for c in common}
-    if mine != theirs:
-        diff = sorted(k for k in mine if mine[k] != theirs[k])
-        raise StudyError(f"{out} holds a study with other settings ({', '.join(diff)}); choose another --out")
+    seen = saved.get("data_fingerprint")
+    if seen is not None:  # studies recorded before fingerprints were kept have none to compare
+        mine["data"] = (spec.data, data.fingerprint)
+        theirs["data"] = (old.data, seen)
+    absent = "(not set)"
+    diff = [f"{k}: {_setting(mine.get(k, absent))} here, {_setting(theirs.get(k, absent))} there"
+            for k in sorted(mine.keys() | theirs.keys()) if mine.get(k, absent) != theirs.get(k, absent)]
+    if diff:
+        if seen is not None and mine["data"] != theirs["data"]:
+            diff.append(f"its data came from {saved.get('data_source') or old.data_dir or 'the default place'}")
+        raise StudyError(f"{out} holds a study with other settings ({'; '.join(diff)}); choose another --out")
     budgets = sorted(set(old.budgets) | set(spec.budgets))
     if budgets:
         spec.budget = f"{budgets[0].by}=" + ",".join(format(b.value, ".15g") for b in budgets)
@@ -53,23 +60,43 @@ def _merge_saved(spec: StudySpec, saved: dict[str, Any], out: Path) -> None:
         spec.reference = old.reference
 
 
-def _input_shape(spec: StudySpec) -> tuple[tuple[int, int, int], int]:
-    """(C, H, W) and the class count of the data set, from its test split."""
+def _setting(value: Any) -> str:
+    if isinstance(value, tuple) and len(value) == 2:  # (data set, fingerprint)
+        return f"{value[0]} with fingerprint {value[1]}"
+    return json.dumps(value, default=str) if not isinstance(value, str) else value
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a study needs to know of its data set: image shape (C, H, W), classes, and the fingerprint every
+    run must see (`ImageSet.fingerprint` of both splits)."""
+
+    input_size: tuple[int, int, int]
+    num_classes: int
+    fingerprint: str
+    source: str
+
+
+def _data_info(spec: StudySpec) -> DataInfo:
     from ..data import load_dataset
+    from ..data.base import dataset_fingerprint
     from ..train import resolve_config
 
     cfg = resolve_config(spec.preset, None, {"data": spec.data, "data_dir": spec.data_dir, **spec.overrides})
-    test = load_dataset(cfg.data, "test", cfg.data_dir, cfg.download, cfg.data_verify, cfg.image_size)
-    return tuple(test.images.shape[1:]), test.num_classes
+    train = load_dataset(cfg.data, "train", cfg.data_dir, cfg.download, cfg.data_verify, cfg.image_size)
+    test = load_dataset(cfg.data, "test", cfg.data_dir, False, cfg.data_verify, cfg.image_size)
+    return DataInfo(tuple(test.images.shape[1:]), test.num_classes, dataset_fingerprint(train, test),
+                    cfg.data_dir or f"{cfg.data}'s default place")
 
 
-def _run_config(spec: StudySpec, run_dir: Path, conv: str, width: float, seed: int, quiet: bool) -> dict[str, Any]:
+def _run_config(spec: StudySpec, run_dir: Path, conv: str, width: float, seed: int, quiet: bool,
+                data_fingerprint: str | None) -> dict[str, Any]:
     from ..train import resolve_config
 
     fields = {"model": spec.model_of(conv), "conv": operator_of(conv), "width": width,
               "conv_kwargs": spec.options(conv),
               "model_kwargs": spec.backbone_options(conv), "data": spec.data, "data_dir": spec.data_dir, "seed": seed,
-              "threads": spec.threads, "run_dir": str(run_dir)}
+              "threads": spec.threads, "run_dir": str(run_dir), "data_fingerprint": data_fingerprint}
     overrides = {k: v for k, v in spec.overrides.items() if k != "model_kwargs"}
     if quiet:
         overrides.setdefault("progress", "off")
@@ -78,9 +105,10 @@ def _run_config(spec: StudySpec, run_dir: Path, conv: str, width: float, seed: i
 
 
 def plan_runs(spec: StudySpec, out: Path, widths: dict[tuple[str, Budget | None], tuple[float, int | None]],
-              quiet: bool = False) -> list[RunTask]:
+              quiet: bool = False, data_fingerprint: str | None = None) -> list[RunTask]:
     """One task per distinct (operator, width, seed), seed-major so that early results cover every operator;
-    two budgets that give an operator the same width share its runs."""
+    two budgets that give an operator the same width share its runs. With `data_fingerprint`, every run
+    refuses other data."""
     tasks: dict[Path, RunTask] = {}
     budgets: list[Budget | None] = list(spec.budgets) or [None]
     for seed in range(spec.seeds):
@@ -90,7 +118,7 @@ def plan_runs(spec: StudySpec, out: Path, widths: dict[tuple[str, Budget | None]
                 run_dir = run_dir_of(out, conv, width, seed)
                 if run_dir not in tasks:
                     where = f" @ {budget}" if budget else ""
-                    tasks[run_dir] = RunTask(_run_config(spec, run_dir, conv, width, seed, quiet),
+                    tasks[run_dir] = RunTask(_run_config(spec, run_dir, conv, width, seed, quiet, data_fingerprint),
                                              f"{conv}{where} (width {width:g}) seed {seed}", f"{conv}@{width:g}")
     return list(tasks.values())
 
@@ -118,53 +146,61 @@ def run_study(spec: StudySpec, out: str | Path, *, executor: Executor | None = N
 
 
 def _run_locked(spec: StudySpec, out: Path, executor: Executor, measure_latency: bool) -> dict[str, Any]:
-    saved = _read_json(out / "study.json")
+    saved = read_json_record(out / "study.json", "study file")
+    data = _data_info(spec)
     if saved is not None:
-        _merge_saved(spec, saved, out)
+        _merge_saved(spec, saved, out, data)
     parse_budgets(spec.budget)
-    input_size, num_classes = _input_shape(spec)
+    input_size, num_classes = data.input_size, data.num_classes
     widths = match_widths(spec, input_size, num_classes)
     by_budget: dict[str, dict[str, float]] = {}
     for (conv, budget), (width, _) in widths.items():
         by_budget.setdefault(str(budget) if budget else "none", {})[conv] = width
     try:
-        write_json(out / "study.json", {**asdict(spec), "widths": by_budget})
+        write_json(out / "study.json", {**asdict(spec), "widths": by_budget, "data_fingerprint": data.fingerprint,
+                                        "data_source": data.source})
     except OSError as err:
         raise StudyError(f"cannot write {out / 'study.json'}: {err.strerror or err}") from None
 
     workers = getattr(executor, "workers", 1)
-    tasks = plan_runs(spec, out, widths, quiet=workers > 1)
-    pending = []
+    tasks = plan_runs(spec, out, widths, quiet=workers > 1, data_fingerprint=data.fingerprint)
+    pending, finished = [], []
     for task in tasks:
         done = finished_result(task.config)
         if done is None:
             pending.append(task)
-    finished = len(tasks) - len(pending)
+        else:
+            finished.append((task, done))
     if finished:
-        log(f"{finished} of {len(tasks)} runs finished before: skipped")
+        log(f"{len(finished)} of {len(tasks)} runs finished before: skipped")
     t0 = time.perf_counter()
-    count = [finished]
-
-    def report(task: RunTask, result: dict[str, Any]) -> None:
-        count[0] += 1
-        log(f"[{count[0]}/{len(tasks)}] {task.label}: {_describe(result)}")
 
     if pending:
         log(f"training {len(pending)} runs on the {executor.name} executor"
             + (f" ({workers} at a time, {spec.threads} thread(s) each)" if workers > 1 else ""))
+        progress = StudyProgress(pending, finished, workers)
+
+        def report(task: RunTask, result: dict[str, Any]) -> None:
+            progress.finished(task, result, f"[{progress.done + 1}/{len(tasks)}] {task.label}: {_describe(result)}")
+
+        def failed(task: RunTask, error: BaseException) -> None:
+            progress.failed_run(task, f"[failed] {task.label}: {error}")
+
         try:
-            executor.run(pending, report)
+            executor.run(pending, report, failed)
         except KeyboardInterrupt as err:
             err.resume_hint = (f"finished runs are kept in {out}, interrupted ones resume from their checkpoints: "
                                "rerun the same command to go on")
             raise
+        finally:
+            progress.close()
         log(f"trained {len(pending)} runs in {time.perf_counter() - t0:.0f} s")
     if measure_latency:
         points = []
         for (conv, budget), (width, _) in widths.items():
             for seed in range(spec.seeds):
                 run = run_dir_of(out, conv, width, seed)
-                result = _read_json(run / "result.json") or {}
+                result = read_run_result(run / "result.json", "test_acc") or {}
                 if result.get("status") == "done":
                     points.append((conv + (f" @ {budget}" if budget else ""), run))
                     break

@@ -217,7 +217,11 @@ class StudySpec:
         fixed |= {"fixed_widths": self.fixed_widths} if self.fixed_widths else {}
         fixed |= {"metric": self.metric} if self.metric != "final" else {}
         fixed |= {"models": self.models} if self.models else {}
-        return {k: getattr(self, k) for k in keys} | fixed | {
+        from .execution import BOOKKEEPING  # where and how visibly runs ran is not what they compute
+
+        identity = {k: getattr(self, k) for k in keys}
+        identity["overrides"] = {k: v for k, v in self.overrides.items() if k.split(".")[0] not in BOOKKEEPING}
+        return identity | fixed | {
             "budget kind": kinds, "conv_kwargs": {c: self.options(c) for c in self.convs},
             "model_kwargs": {c: self.backbone_options(c) for c in self.convs}}
 

@@ -18,6 +18,9 @@ from typing import Any
 
 import torch
 
+from ..locking import process_alive
+from ..outputs import write_error
+
 __all__ = ["REQUIRED_KEYS", "CheckpointError", "load_checkpoint", "save_checkpoint"]
 
 FORMAT = 2
@@ -38,18 +41,8 @@ def _remove_stale_temps(path: Path) -> None:
     """Temporary files of this checkpoint whose writer is gone (killed mid-write): they are never read."""
     for tmp in path.parent.glob(f".{path.name}.tmp*"):
         pid = tmp.name.rsplit(".tmp", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
             tmp.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
@@ -68,9 +61,10 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except Exception as err:
+        why = write_error(err, path)  # before the partial file goes: a full disk is then still full
         tmp.unlink(missing_ok=True)
         kept = " (the previous checkpoint there is intact)" if path.exists() else ""
-        raise CheckpointError(f"could not write checkpoint {path}: {_first_line(err)}{kept}") from err
+        raise CheckpointError(f"could not save the checkpoint: {why}{kept}") from err
     return path
 
 

@@ -14,6 +14,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..inputs import read_user_text
+from .tensorboard import LOG_CHOICES
+
 __all__ = ["SCHEDULES", "TrainConfig", "apply_overrides", "load_config_file"]
 
 SCHEDULES = ("constant", "step", "multistep", "cosine", "onecycle")
@@ -44,6 +47,9 @@ class TrainConfig:
     data_verify: bool = True
     image_size: int | None = None
     classes: list[int] | None = None
+    # the data set's fingerprint (`ImageSet.fingerprint` of train and test) that the run must see: a study sets
+    # it so that a changed data set is refused, never mixed into its means; None: whatever the data is
+    data_fingerprint: str | None = None
     train_subset: int | None = None
     test_subset: int | None = None
     augment_pad: int = 4
@@ -82,6 +88,8 @@ class TrainConfig:
     checkpoint_every: int = 0
     log_every: int = 50
     progress: str = "auto"
+    # "jsonl": metrics.jsonl only; "tensorboard": TensorBoard event files beside it (extra [tensorboard])
+    log: str = "jsonl"
     preset: str | None = None
 
     def validate(self) -> TrainConfig:
@@ -96,7 +104,7 @@ class TrainConfig:
                 raise bad(f.name, expected)
 
         for name, choices in (("schedule", SCHEDULES), ("amp", _AMP), ("progress", _PROGRESS),
-                              ("device", _DEVICES)):
+                              ("device", _DEVICES), ("log", LOG_CHOICES)):
             if getattr(self, name) not in choices:
                 raise bad(name, f"one of {', '.join(choices)}")
         parts = self.train_only.split("+")
@@ -239,10 +247,7 @@ def apply_overrides(values: dict[str, Any], overrides: dict[str, Any]) -> dict[s
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """A JSON or YAML (needs PyYAML) file holding a mapping of config fields."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise ValueError(f"cannot read config file {path}: {err.strerror or err}") from None
+    text = read_user_text(path, "config file")
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
             import yaml

@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..accounting import check_memory, count_params, profile
 from ..data import Augment, DatasetError, ImageSet, TensorLoader, load_dataset
-from ..data.base import select_classes
+from ..data.base import dataset_fingerprint, select_classes
 from ..registry import create_model
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig, apply_overrides, load_config_file
@@ -38,7 +38,8 @@ from .progress import Progress
 from .rundir import RunDir, RunDirError, environment
 from .schedule import lr_at
 from .state import TrainState
-from .task import SCORE_NAMES, Scores, check_task, correct_and_count, task_loss
+from .task import SCORE_NAMES, Scores, check_scored, check_task, correct_and_count, task_loss
+from .tensorboard import TensorBoardLog, tensorboard_available
 from .transfer import load_initial_weights, select_trainable
 
 __all__ = [
@@ -65,7 +66,7 @@ TEST_SUBSET_SEED = 0
 
 # Fields a resumed run may change without changing what it computes up to the checkpoint.
 RESUME_SAFE_FIELDS = frozenset({"epochs", "steps", "run_dir", "eval_every", "checkpoint_every", "log_every",
-                                "progress", "threads", "data_dir", "download", "device"})
+                                "progress", "threads", "data_dir", "download", "device", "log"})
 
 
 class TrainError(RuntimeError):
@@ -211,6 +212,13 @@ class Trainer:
         self.resume = resume
         self.callbacks = list(callbacks)
         self.run = RunDir(self.cfg.run_dir)
+        self.held = contextlib.ExitStack()  # what the run holds while it trains: its directory's lock
+        self.tensorboard: TensorBoardLog | None = None  # with log = "tensorboard" (rank 0)
+        if self.cfg.log == "tensorboard" and not tensorboard_available():
+            raise ValueError("config field 'log' = 'tensorboard' needs TensorBoard: pip install "
+                             "'factorconv[tensorboard]' (or pip install tensorboard)")
+        self.data_fingerprint: str | None = None  # of the data it trains on (rank 0)
+        self.saved_fingerprint: str | None = None  # of the data its checkpoint was trained on
         self.model: nn.Module | None = None
 
     # -- setup ---------------------------------------------------------------------------------------
@@ -240,12 +248,26 @@ class Trainer:
         if ctx.is_main:  # rank 0 first: it may download
             try:
                 result = load()
+                self._check_data(*result)
             except (DatasetError, ValueError, OSError) as err:
                 error = err
         self._agree(ctx, error)
         if result is None:
             result = load()
         return result
+
+    def _check_data(self, train: ImageSet, test: ImageSet) -> None:
+        """Record the data's fingerprint; refuse data other than what the config (a study's run) or the
+        checkpoint being resumed was made with."""
+        self.data_fingerprint = dataset_fingerprint(train, test)
+        expected = [(self.cfg.data_fingerprint, "the study it belongs to expects"),
+                    (self.saved_fingerprint, "the checkpoint being resumed was trained on")]
+        for fingerprint, whose in expected:
+            if fingerprint is not None and fingerprint != self.data_fingerprint:
+                where = self.cfg.data_dir or "its default place"
+                raise DatasetError(f"{self.cfg.data} in {where} is not the data {whose} (fingerprint "
+                                   f"{self.data_fingerprint}, expected {fingerprint}): the data set changed; "
+                                   "train a new run (another --run-dir or --out) on it")
 
     def _check_resume(self, saved: dict[str, Any]) -> None:
         for key, value in saved.items():
@@ -282,6 +304,7 @@ class Trainer:
                                f"{self.run.path}`" if ckpt.exists() else "no checkpoint had been written yet")
             raise
         finally:
+            self.held.close()  # the run's lock
             torch.set_num_threads(threads)
             torch.use_deterministic_algorithms(deterministic)
             shutdown_distributed(ctx)
@@ -295,6 +318,9 @@ class Trainer:
         if ctx.is_main:
             try:
                 self.run.prepare(self.resume)
+                self.held.enter_context(self.run.lock())
+                if not self.resume:
+                    self.run.start_fresh()
             except RunDirError as err:
                 error = TrainError(str(err))
         self._agree(ctx, error)
@@ -306,6 +332,7 @@ class Trainer:
             except CheckpointError as err:
                 raise TrainError(str(err)) from None
             self._check_resume(saved["config"])
+        self.saved_fingerprint = saved.get("data_fingerprint") if saved else None
 
         train_set, test_set = self._load_data(ctx)
         if cfg.classes is not None:  # a transfer task on some of the classes
@@ -313,6 +340,8 @@ class Trainer:
         mean, std = (saved["mean"], saved["std"]) if saved else train_set.mean_std()
         train_set = train_set.subset(cfg.train_subset, cfg.seed)
         test_set = test_set.subset(cfg.test_subset, TEST_SUBSET_SEED)
+        check_scored(train_set, "training")
+        check_scored(test_set, "test")
         self.input_size = tuple(train_set.images.shape[1:])
         device = self.device = ctx.device
         amp = self.amp = _amp_dtype(cfg, device)
@@ -385,6 +414,9 @@ class Trainer:
                                            "classes": train_set.classes, "input_size": list(self.input_size),
                                            "world_size": ctx.world_size})
         self.model = net
+        if ctx.is_main and cfg.log == "tensorboard":
+            self.tensorboard = TensorBoardLog(self.run.path, cfg.to_dict(), self.state.step if saved else None)
+            self.held.callback(self.tensorboard.close)
 
         self.progress = Progress(cfg.progress, total, self.state.step, cfg.log_every, enabled=ctx.is_main)
         if ctx.is_main:
@@ -463,9 +495,8 @@ class Trainer:
         loss_avg, acc_avg = s.epoch_means
         self.progress.step(s.step, s.epoch, loss_avg, acc_avg, lr)
         if ctx.is_main and s.step % cfg.log_every == 0:
-            self.run.append_metrics({"kind": "step", "step": s.step,
-                                     "epoch": s.epoch + s.batch / self.steps_per_epoch,
-                                     "train_loss": loss_avg, "train_acc": acc_avg, "lr": lr})
+            self._log({"kind": "step", "step": s.step, "epoch": s.epoch + s.batch / self.steps_per_epoch,
+                       "train_loss": loss_avg, "train_acc": acc_avg, "lr": lr})
         self._emit("step", {"step": s.step, "epoch": s.epoch, "batch": s.batch, "loss": stats[0] / stats[2]})
 
     def end_epoch(self) -> None:
@@ -488,7 +519,7 @@ class Trainer:
         record.update(train_seconds=s.train_seconds, seconds=s.seconds + time.perf_counter() - self.t_start)
         s.last_record = record
         if self.ctx.is_main:
-            self.run.append_metrics(record)
+            self._log(record)
             score = "mIoU" if self.task == "segmentation" else "acc"
             test = (f" | test loss {record['test_loss']:.4f} {score} {100 * record['test_acc']:.2f}%"
                     if "test_acc" in record else "")
@@ -498,6 +529,12 @@ class Trainer:
         if epoch_done:
             s.epoch, s.batch, s.sums = s.epoch + 1, 0, [0.0, 0.0, 0.0]
         self.checkpoint()
+
+    def _log(self, record: dict[str, Any]) -> None:
+        """A metrics record (rank 0): to metrics.jsonl, and to TensorBoard when the config asks."""
+        self.run.append_metrics(record)
+        if self.tensorboard is not None:
+            self.tensorboard.record(record)
 
     def checkpoint(self) -> None:
         """Save the run (rank 0, atomically): the model, optimizer, scaler and RNG states and the TrainState.
@@ -516,6 +553,7 @@ class Trainer:
             rng["cuda"] = torch.cuda.get_rng_state_all()
         payload = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                    "scaler": self.scaler.state_dict(), "rng": rng, "config": self.cfg.to_dict(),
+                   "data_fingerprint": self.data_fingerprint,
                    **s.to_checkpoint(time.perf_counter() - self.t_start)}
         try:
             save_checkpoint(payload, self.run.checkpoint)
@@ -536,6 +574,8 @@ class Trainer:
                       train_loss=s.last_record["train_loss"], train_acc=s.last_record["train_acc"])
         if self.ctx.is_main:
             self.run.write("result.json", result)
+            if self.tensorboard is not None:
+                self.tensorboard.finish(result)
         self._emit("end", {"step": s.step, "result": result})
         return result
 
@@ -544,7 +584,8 @@ class Trainer:
         prof = profile(self.model, self.input_size)
         return {
             "status": status, "run_dir": str(self.run.path), "model": cfg.model, "conv": cfg.conv,
-            "width": cfg.width, "data": cfg.data, "preset": cfg.preset, "health": health,
+            "width": cfg.width, "data": cfg.data, "data_fingerprint": self.data_fingerprint, "preset": cfg.preset,
+            "health": health,
             "task": self.task, "score": SCORE_NAMES[self.task],
             "loss_trace": s.loss_trace.finished(), "steps": s.step, "epochs": s.step / self.steps_per_epoch,
             "train_seconds": s.train_seconds, "seconds": s.seconds + time.perf_counter() - self.t_start,
@@ -609,6 +650,7 @@ def load_trained(
     if cfg.classes is not None:
         test = select_classes(test, cfg.classes)
     test = test.subset(cfg.test_subset, TEST_SUBSET_SEED)
+    check_scored(test, "test")
     model = build_model(cfg, test.num_classes, test.channels, tuple(test.images.shape[1:]))
     try:
         model.load_state_dict(state["model"])

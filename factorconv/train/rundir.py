@@ -1,6 +1,8 @@
 """A run's directory: config.json (the resolved config), metrics.jsonl (one JSON record per line, appended),
-result.json (final metrics, profile, versions, git revision), checkpoint.pt. JSON files are written
-atomically like checkpoints."""
+result.json (final metrics, profile, versions, git revision), checkpoint.pt, and `.run.lock`, held by the
+process that trains the run (a second trainer of the same run is refused instead of writing beside it). JSON
+files are written atomically like checkpoints. A run that starts from scratch starts its logs from scratch:
+what an earlier attempt killed before its first checkpoint logged is removed."""
 
 from __future__ import annotations
 
@@ -13,7 +15,12 @@ from typing import Any
 
 import torch
 
-__all__ = ["RunDir", "RunDirError", "environment", "git_revision", "write_json"]
+from ..locking import DirectoryLock, LockBusy
+
+__all__ = ["EVENTS_PREFIX", "RUN_LOCK", "RunDir", "RunDirError", "environment", "git_revision", "write_json"]
+
+RUN_LOCK = ".run.lock"
+EVENTS_PREFIX = "events.out.tfevents."  # TensorBoard's event files
 
 
 class RunDirError(RuntimeError):
@@ -56,6 +63,17 @@ class RunDir:
         if resume and not self.checkpoint.exists():
             raise RunDirError(f"nothing to resume: {self.checkpoint} does not exist")
 
+    def lock(self, wait: float = 3.0) -> DirectoryLock:
+        """The run's lock, to hold while training it. `wait` covers a trainer that is ending (a study worker
+        whose driver died exits within a second)."""
+        return _RunLock(self.path, wait)
+
+    def start_fresh(self) -> None:
+        """Remove what an earlier attempt of this run logged (it died before its first checkpoint, so nothing
+        of it is resumed): its metrics, result and TensorBoard events."""
+        for stale in (self.metrics, self.path / "result.json", *self.path.glob(f"{EVENTS_PREFIX}*")):
+            stale.unlink(missing_ok=True)
+
     def write(self, name: str, obj: Any) -> None:
         try:
             write_json(self.path / name, obj)
@@ -83,6 +101,19 @@ class RunDir:
         tmp = self.metrics.with_name(f".{self.metrics.name}.tmp{os.getpid()}")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
         os.replace(tmp, self.metrics)
+
+
+class _RunLock(DirectoryLock):
+    def __init__(self, path: Path, wait: float) -> None:
+        super().__init__(path, RUN_LOCK, wait)
+
+    def __enter__(self) -> _RunLock:
+        try:
+            super().__enter__()
+        except LockBusy as busy:
+            raise RunDirError(f"{self.path.parent} is being trained by another process ({busy.holder}); wait for it "
+                              "to finish or stop it, then run this again to go on from its checkpoint") from None
+        return self
 
 
 def git_revision() -> str | None:

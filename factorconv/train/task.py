@@ -12,9 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data.base import IGNORE_INDEX
+from ..data.base import IGNORE_INDEX, DatasetError, ImageSet
 
-__all__ = ["SCORE_NAMES", "Scores", "check_task", "correct_and_count", "mean_iou", "score_label", "task_loss"]
+__all__ = ["SCORE_NAMES", "Scores", "check_scored", "check_task", "correct_and_count", "mean_iou", "score_label",
+           "task_loss"]
 
 # the score `test_acc` holds for each task (result.json's "score")
 SCORE_NAMES = {"classification": "top-1 accuracy", "segmentation": "mean IoU"}
@@ -35,6 +36,14 @@ def check_task(model: nn.Module, data_task: str, model_name: str, data_name: str
                 else "fashion-mnist, cifar10, folder, ...")
         raise ValueError(f"model {model_name} is a {model_task} model but data set {data_name} is for {data_task}; "
                          f"use a {model_task} data set ({sets}) or a {data_task} model")
+
+
+def check_scored(images: ImageSet, split: str) -> None:
+    """Refuse a segmentation split in which every mask pixel is IGNORE_INDEX: nothing in it would be scored
+    (its loss would be 0/0 and its mean IoU undefined)."""
+    if images.task == "segmentation" and not bool((images.labels != IGNORE_INDEX).any()):
+        raise DatasetError(f"{images.name} ({images.source or split}): every {split} mask pixel is {IGNORE_INDEX} "
+                           f"(ignore), so nothing in the {split} split would be scored; check the masks")
 
 
 def task_loss(out: Tensor, y: Tensor, label_smoothing: float = 0.0, reduction: str = "mean") -> Tensor:
@@ -82,11 +91,13 @@ class Scores:
             self.sums[3:] += torch.bincount(pairs, minlength=self.num_classes ** 2).double()
         self.sums[:3] += torch.stack([task_loss(out, y, reduction="sum").double(), correct, count])
 
-    def result(self, sums: Tensor) -> dict[str, float]:
+    def result(self, sums: Tensor) -> dict[str, float | None]:
         """{"test_loss", "test_acc"} (test_acc is the task's score: accuracy, or mean IoU with the pixel
-        accuracy beside it as "test_pixel_acc") from the (reduced) sums."""
+        accuracy beside it as "test_pixel_acc") from the (reduced) sums; None for each when nothing was scored
+        (no image, or every mask pixel ignored): a score of nothing is not a zero."""
         loss, correct, count = sums[:3].tolist()
-        count = max(count, 1)
+        if count == 0:
+            return {"test_loss": None, "test_acc": None} | ({"test_pixel_acc": None} if self.segmentation else {})
         if not self.segmentation:
             return {"test_loss": loss / count, "test_acc": correct / count}
         confusion = sums[3:].view(self.num_classes, self.num_classes)
