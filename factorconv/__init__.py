@@ -13,7 +13,8 @@ __version__ = "0.1.0"
 from . import models, ops  # noqa: F401  (registers operators and backbones)
 from .accounting import LayerRow, Profile, count_params, profile
 from .budget import WidthMatch, count_model, match_width
-from .convert import convert, deploy, fold, iter_operators, pack
+from .convert import convert, fold, iter_operators, pack
+from .deployment import deploy
 from .export import load_compact, save_compact
 from .ops.acdc import expand, share_coefficients
 from .ops.base import ConvOperator, is_operator

@@ -21,7 +21,7 @@ import torch
 from .accounting import profile
 from .registry import create_model, model_entry
 
-__all__ = ["BY", "WidthMatch", "count_model", "match_width"]
+__all__ = ["BY", "WidthMatch", "count_model", "match_latency", "match_width", "measure_latency"]
 
 # budget kind -> the Profile field it is measured by
 PROFILE_FIELD = {"params": "deploy_params", "train-params": "params", "size": "size_bytes", "macs": "macs"}
@@ -105,6 +105,42 @@ def match_width(
         steps = _bisect(lambda k: count(k * grid), target, lo, hi, lambda lo, hi: (lo + hi) // 2, 1)
         width = steps * grid
     return WidthMatch(model_name, conv, width, count(width), float(target), by)
+
+
+def measure_latency(model_name: str, conv: str, width: float, runtime: str | None = None, batch: int = 1, *,
+                    input_size: tuple[int, int, int] | None = None, conv_kwargs: dict[str, Any] | None = None,
+                    **model_kwargs: Any) -> float:
+    """Milliseconds one inference of the model at `width` takes in `runtime` at `batch`, deployed for latency
+    (`factorconv.deploy(objective="latency")`; random weights, seeded: timings do not depend on them)."""
+    from .deployment import deploy
+
+    entry = model_entry(model_name)
+    size = tuple(input_size) if input_size is not None else entry.input_size
+    model_kwargs.setdefault("in_chans", size[0])
+    torch.manual_seed(0)
+    model = create_model(model_name, conv=conv, width=width, conv_kwargs=conv_kwargs, **model_kwargs).eval()
+    return float(deploy(model, "latency", runtime=runtime, input_size=size, batch=batch).deploy_report.latency_ms)
+
+
+def match_latency(model_name: str, conv: str, target_ms: float, runtime: str | None = None, batch: int = 1, *,
+                  grid: float = 1 / 8, max_width: float = 16.0, **options: Any) -> WidthMatch:
+    """The width on the grid whose latency-optimal deploy form runs closest to `target_ms` in `runtime` at
+    `batch` on this machine, searched as `match_width` searches counts (latency grows with width; each width
+    is timed once, its layers' forms from the timing cache when seen before). `value` is in microseconds."""
+    if isinstance(target_ms, bool) or not isinstance(target_ms, int | float) or not 0 < target_ms < math.inf:
+        raise ValueError(f"match_latency: the target must be a positive number of ms, got {target_ms!r}")
+    micros: dict[int, int] = {}
+
+    def time_at(k: int) -> int:
+        if k not in micros:
+            micros[k] = round(1e3 * measure_latency(model_name, conv, k * grid, runtime, batch, **options))
+        return micros[k]
+
+    target = 1e3 * target_ms
+    top = max(1, int(max_width / grid))
+    lo, hi = _bracket(time_at, target, 1, top, start=max(1, min(top, round(1 / grid))))
+    steps = _bisect(time_at, target, lo, hi, lambda lo, hi: (lo + hi) // 2, 1)
+    return WidthMatch(model_name, conv, steps * grid, time_at(steps), target, "latency")
 
 
 def _bracket(f: Callable[[Any], int], target: float, lo: Any, hi: Any, start: Any = None) -> tuple[Any, Any]:

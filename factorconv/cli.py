@@ -311,7 +311,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         data=args.data, data_dir=args.data_dir, preset=args.preset, seeds=args.seeds, reference=args.reference,
         threads=args.threads_per_run, overrides=parse_options(args.set, "--set"), width=args.width,
         conv_kwargs=_parse_conv_options(args.opt), model_kwargs=_parse_conv_options(args.model_opt, "--model-opt"),
-        latency_batch=args.latency_batch, latency_repeats=args.latency_repeats,
+        latency_batch=_batches(args.latency_batch, "1,32", False, "--latency-batch"),
+        latency_repeats=args.latency_repeats, latency_runtime=args.latency_runtime,
         command="factorconv " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["compare"] else None,
     ).validate()
     out = args.out or _default_study_dir(spec)
@@ -387,12 +388,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     report = export_run(args.path, args.format, fold=args.fold, pack=args.pack, out=args.out, check=args.check,
                         check_images=args.check_images, check_batch=args.check_batch, dynamo=args.dynamo,
-                        force=args.force)
+                        force=args.force, objective=args.objective, runtime=args.runtime, batch=args.batch)
     failed = args.check and max(report[k]["max_rel_error"] for k in ("check_random", "check_real")) > args.tolerance
     if args.json:
         print(json.dumps({k: v for k, v in report.items() if k not in ("form", "data")}, indent=2))
     else:
         print(f"wrote {report['file']} ({report['bytes']:,} bytes, {args.format}, {report['form'].replace('-', ', ')})")
+        if "deploy" in report:
+            d = report["deploy"]
+            print(f"latency form for {d['runtime']} at batch {d['batch']}: {d['latency_ms']:.3f} ms against the size "
+                  f"form's {d['size_ms']:.3f} ms ({_form_counts(d['forms'])})")
         for key, what in (("check_random", "random inputs"), ("check_real", f"{report['data']} test images")):
             if key in report:
                 c = report[key]
@@ -476,6 +481,30 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _form_counts(forms: dict[str, str]) -> str:
+    """{'layer1.0.conv1': 'merged', ...} -> 'merged x13, size x6'."""
+    counts: dict[str, int] = {}
+    for form in forms.values():
+        counts[form] = counts.get(form, 0) + 1
+    return ", ".join(f"{form} x{n}" for form, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def _batches(text: str | None, default: str, single: bool, flag: str = "--batch") -> list[int]:
+    """'1,32' -> [1, 32]; one value where the suite takes one."""
+    values = []
+    for item in (text or default).split(","):
+        try:
+            value = int(item)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise UsageError(f"{flag} expects positive integers separated by commas, got {text!r}")
+        values.append(value)
+    if single and len(values) != 1:
+        raise UsageError("--batch takes one value for this suite (several only for `bench deploy`)")
+    return values
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import bench_models, bench_ops, render_bench
 
@@ -484,17 +513,29 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     convs = [c.strip() for c in args.convs.split(",") if c.strip()] if args.convs else None
     for conv in convs or ():
         conv_entry(conv)
-    if args.suite == "ops":
-        result = bench_ops(convs, batch=args.batch or 32, device=args.device, repeats=args.repeats or 20)
-    else:
-        model_entry(args.model)
-        result = bench_models(args.model, convs, batch=args.batch or 32, device=args.device,
-                              repeats=args.repeats or 15)
     command = "factorconv " + " ".join(sys.argv[1:]) if sys.argv[1:2] in (["bench"], ["--threads"]) else ""
-    result["command"] = command
-    text = render_bench(result, command)
+    if args.suite == "deploy":
+        from .deployment.benchmark import bench_deploy, parse_runtimes, render_deploy
+        from .study import DEFAULT_CONVS
+
+        model_entry(args.model)
+        result = bench_deploy(args.model, convs or list(DEFAULT_CONVS), None if args.budget == "none" else args.budget,
+                              parse_runtimes(args.runtimes), _batches(args.batch, "1,32", False),
+                              parse_input_size(args.input), repeats=args.repeats or 20)
+        result["command"] = command
+        text = render_deploy(result)
+    else:
+        batch = _batches(args.batch, "32", True)[0]
+        if args.suite == "ops":
+            result = bench_ops(convs, batch=batch, device=args.device, repeats=args.repeats or 20)
+        else:
+            model_entry(args.model)
+            result = bench_models(args.model, convs, batch=batch, device=args.device, repeats=args.repeats or 15)
+        result["command"] = command
+        text = render_bench(result, command)
     if args.out:
-        stem = Path(args.out) / f"bench_{args.suite}_{args.device}"
+        name = "deploy_latency_cpu" if args.suite == "deploy" else f"bench_{args.suite}_{args.device}"
+        stem = Path(args.out) / name
         record, rendered = stem.with_suffix(".json"), stem.with_suffix(".md")
         check_outputs((record, rendered), force=args.force)
         write_atomic(record, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
@@ -592,7 +633,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="backbone option for one operator's model, e.g. osep:shortcut=conv (o-ResNet)")
     p.add_argument("--out", default=None,
                    help="study directory (default: runs/compare-<model>-<data>-<budget>-<preset>)")
-    p.add_argument("--latency-batch", type=count(), default=1, help="batch of the latency measurement (default 1)")
+    p.add_argument("--latency-batch", default="1,32",
+                   help="comma-separated batches of the latency measurement (default 1,32): a column each")
+    p.add_argument("--latency-runtime", default=None, choices=("torch", "onnxruntime", "openvino", "best"),
+                   help="where latency is measured, each point deployed for latency there (default onnxruntime "
+                        "where installed, else torch; best: the fastest installed)")
     p.add_argument("--latency-repeats", type=count(), default=30, help="interleaved timing repetitions (default 30)")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--json", action="store_true", help="print results.json instead of the table")
@@ -646,6 +691,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check-batch", type=count(), default=64, help="batch for --check (default 64)")
     p.add_argument("--tolerance", type=number(0.0), default=1e-4, help="largest relative logit error --check accepts")
     p.add_argument("--dynamo", action="store_true", help="ONNX: the torch.export-based exporter")
+    p.add_argument("--objective", default="size", choices=("size", "latency"),
+                   help="with --fold: size (default: fewest bits) or latency (the exact form of each layer that runs "
+                        "fastest in --runtime, timed on this machine)")
+    p.add_argument("--runtime", default=None, choices=("torch", "onnxruntime", "openvino", "best"),
+                   help="--objective latency: the runtime it ships to (default onnxruntime where installed)")
+    p.add_argument("--batch", type=count(), default=1,
+                   help="--objective latency: the batch it is timed at (default 1)")
     p.add_argument("--out", default=None, help="output file (default: in the run directory)")
     p.add_argument("--force", action="store_true", help="replace an existing output file (never a run's own files)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -655,12 +707,21 @@ def build_parser() -> argparse.ArgumentParser:
                        description="ops: every operator as a 64->64 3x3 layer on 32x32 maps, train step and eval "
                                    "forward as ratios to nn.Conv2d, contiguous and channels_last. models: a backbone "
                                    "with each operator, train/eval/deployed as ratios to the standard model. Both "
-                                   "report achieved GFLOP/s next to the machine's measured matmul rate.")
-    p.add_argument("suite", choices=("ops", "models"))
+                                   "report achieved GFLOP/s next to the machine's measured matmul rate. deploy: each "
+                                   "operator at its --budget width deployed for size and for latency in every "
+                                   "runtime of --runtimes, at every --batch, timed side by side (ms, ratio to the "
+                                   "plain conv, GMAC/s, the forms chosen, the largest logit difference).")
+    p.add_argument("suite", choices=("ops", "models", "deploy"))
     p.add_argument("--model", default="resnet20", help="backbone for `models` (default resnet20)")
     p.add_argument("--convs", default=None, help="operators (default: every registered one)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument("--batch", type=count(), default=None, help="batch (default 32)")
+    p.add_argument("--batch", default=None, help="batch (default 32); deploy: comma-separated batches (default 1,32)")
+    p.add_argument("--budget", default="params=50k", help="deploy: the budget every operator's width meets, as for "
+                                                          "compare (default params=50k; none: width 1)")
+    p.add_argument("--runtimes", default="all", help="deploy: comma-separated runtimes (torch, onnxruntime, "
+                                                     "openvino), or all installed ones (default)")
+    p.add_argument("--input", default="1x28x28", help="deploy: input size CxHxW (default 1x28x28, the default "
+                                                      "study's Fashion-MNIST)")
     p.add_argument("--repeats", type=count(), default=None, help="interleaved repetitions (default 20 ops, 15 models)")
     p.add_argument("--out", default=None, help="also write bench_<suite>_<device>.json/.md in this directory")
     p.add_argument("--force", action="store_true", help="replace existing files of an earlier bench in --out")

@@ -32,18 +32,20 @@ __all__ = ["FORMATS", "check_export", "compact_size", "export_form", "export_mod
 FORMATS = ("onnx", "torchscript", "state_dict")
 
 
-def export_form(model: nn.Module, *, fold: bool = False, pack: bool = False) -> nn.Module:
+def export_form(model: nn.Module, *, fold: bool = False, pack: bool = False, objective: str = "size",
+                runtime: str | None = None, input_size: tuple[int, ...] | None = None, batch: int = 1) -> nn.Module:
     """An eval-mode copy of `model` in the form to ship: as it is; with `fold`, every operator in its deploy
-    form (the folded conv, or the factorized form where that is smaller: `factorconv.deploy`); with `pack`,
-    BDSC layers bit-packed (and, with `fold` too, every other operator deployed)."""
-    from .convert import deploy
+    form (`factorconv.deploy` with `objective`: "size", the folded conv or the factorized form where that is
+    smaller; "latency", the exact form that runs fastest in `runtime` for inputs of `input_size` at `batch`);
+    with `pack`, BDSC layers bit-packed (and, with `fold` too, every other operator deployed for size)."""
     from .convert import pack as pack_model
+    from .deployment import deploy
 
     shipped = copy.deepcopy(model).eval()
     if pack:
         shipped = pack_model(shipped)
     if fold:
-        shipped = deploy(shipped)
+        shipped = deploy(shipped, objective, runtime=runtime, input_size=input_size, batch=batch)
     return shipped.eval()
 
 

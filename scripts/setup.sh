@@ -2,7 +2,8 @@
 # Sets up factorconv in ./.venv, idempotently: a second run only checks and returns.
 #
 #   bash scripts/setup.sh          # runtime: torch (CPU build if none), numpy, plot/progress/export/data extras
-#   bash scripts/setup.sh --dev    # the same plus pytest, hypothesis, ruff, and Ray + submitit (the cluster extra)
+#   bash scripts/setup.sh --dev    # the same plus pytest, hypothesis, ruff, Ray + submitit (the cluster extra) and
+#                                  # OpenVINO (the openvino extra: a second runtime for deploy(objective="latency"))
 #
 # torch: when .venv cannot import torch, this installs torch==$FACTORCONV_TORCH_VERSION (default 2.13.0)
 # from $FACTORCONV_TORCH_INDEX when set (e.g. https://download.pytorch.org/whl/cu126 for a CUDA build,
@@ -68,11 +69,11 @@ fi
 
 # 3. the package and its extras; skipped when pyproject.toml and the extras are unchanged since the last run
 EXTRAS=all
-[ "$DEV" = 1 ] && EXTRAS=all,dev,cluster
+[ "$DEV" = 1 ] && EXTRAS=all,dev,cluster,openvino
 STAMP="$VENV/.factorconv-setup"
 CKSUM="$(cksum < pyproject.toml)"
 WANT="$CKSUM $EXTRAS"
-installed() { [ -f "$STAMP" ] && { grep -qxF "$WANT" "$STAMP" || { [ "$DEV" = 0 ] && grep -qxF "$CKSUM all,dev,cluster" "$STAMP"; }; }; }
+installed() { [ -f "$STAMP" ] && { grep -qxF "$WANT" "$STAMP" || { [ "$DEV" = 0 ] && grep -qxF "$CKSUM all,dev,cluster,openvino" "$STAMP"; }; }; }
 if ! installed || ! "$VPY" -c "import factorconv" 2>/dev/null; then
     say "installing factorconv[$EXTRAS] (editable)"
     pip_install -e ".[$EXTRAS]"

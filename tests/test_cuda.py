@@ -65,4 +65,5 @@ def test_training_and_a_study_run_on_cuda(tmp_path: Path) -> None:
     spec = StudySpec(convs=["conv", "dsep"], budget="params=12k", data="synthetic", preset="smoke", seeds=1,
                      overrides={"device": "cuda", "progress": "off", "steps": 20})
     done = run_study(spec, tmp_path / "study", executor=LocalExecutor(2))
-    assert [r["conv"] for r in done["rows"]] == ["conv", "dsep"] and "latency_cuda_ratio" in done["rows"][0]
+    # latency is measured where models ship (a CPU runtime), whichever device trained them
+    assert [r["conv"] for r in done["rows"]] == ["conv", "dsep"] and done["rows"][0]["latency"]["1"]["ms"] > 0

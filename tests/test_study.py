@@ -44,7 +44,7 @@ SMOKE = {"progress": "off", "steps": 6, "train_subset": 256, "test_subset": 128,
 
 def spec(**kw) -> StudySpec:
     values = {"model": "resnet20", "convs": ["conv", "dsep", "bdsc"], "budget": "params=12k", "data": "synthetic",
-              "preset": "smoke", "seeds": 1, "overrides": dict(SMOKE), "latency_repeats": 3}
+              "preset": "smoke", "seeds": 1, "overrides": dict(SMOKE), "latency_repeats": 3, "latency_batch": [1, 2]}
     return StudySpec(**{**values, **kw})
 
 
@@ -214,7 +214,7 @@ def test_study_matches_budget_trains_resumes_and_reports(tmp_path: Path) -> None
             statistics.stdev(accs))
         assert acc["ci_high"] - acc["mean"] == pytest.approx(12.706 * acc["std"] / math.sqrt(2), rel=1e-3)
         assert row["deploy_max_logit_diff"] < 1e-3  # the timed deploy form is the trained model
-        assert row["latency_cpu_ratio"] > 0
+        assert row["latency"]["1"]["ratio"] > 0 and row["latency_ms"] == row["latency"]["1"]["ms"]
         if conv == "conv":
             assert row["difference"] is None and row["verdict"] is None
         else:  # the paired difference to the reference, seed by seed

@@ -453,6 +453,31 @@ class PackedBDSC(nn.Module):
         y = F.conv2d(z, kernel, None, self.stride, 0, self.dilation, self.groups)
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
 
+    def as_convs(self) -> nn.Sequential:
+        """The same layer as two plain convs, for runtimes that run convs well and bit unpacking badly: the 1x1
+        with the BatchNorm folded in (its zero padding moved into it: a 1x1 conv of a padded zero is its bias,
+        as BatchNorm of the 1x1's zero output is the shift) and the K×K with α·(2M − 1) as a float kernel. Exact
+        in eval mode; stored in floats, so larger than the packed form."""
+        with torch.no_grad():
+            w = self.pointwise.detach()
+            bias = torch.zeros(self.hidden, dtype=w.dtype, device=w.device)
+            if self.norm is not None:
+                bn = self.norm
+                scale = torch.rsqrt(bn.running_var + bn.eps) * (bn.weight if bn.affine else 1)
+                bias = (bn.bias if bn.affine else 0) - bn.running_mean * scale
+                w = w * scale.view(-1, 1, 1, 1)
+            first = nn.Conv2d(self.in_channels, self.hidden, 1, 1, self.padding, 1, self.groups, bias=True,
+                              device=w.device, dtype=w.dtype)
+            first.weight.copy_(w)
+            first.bias.copy_(bias)
+            kernel = self.alpha.view(-1, 1, 1, 1) * (2 * self.configuration() - 1)
+            second = nn.Conv2d(self.hidden, self.out_channels, self.kernel_size, self.stride, 0, self.dilation,
+                               self.groups, bias=self.bias is not None, device=w.device, dtype=w.dtype)
+            second.weight.copy_(kernel)
+            if self.bias is not None:
+                second.bias.copy_(self.bias)
+        return nn.Sequential(first, second).eval()
+
     def forward_additive(self, x: Tensor) -> Tensor:
         """The same output through the 0/1 configuration: α ⊙ (2·conv(z, M) − box(z))."""
         z = self._hidden(x)

@@ -84,6 +84,11 @@ class ChannelGather(nn.Module):
             return x.narrow(1, 0, self.index.numel()).contiguous(memory_format=layout)
         if self.zero_tail:
             return F.pad(x, (0, 0, 0, 0, 0, self.index.numel() - self.in_channels))
+        if _exporting():  # one Gather of constant indices: the fast paths below read x.shape, which an exported
+            # graph recomputes at run time (a shuffle became 15 Shape/Gather/Unsqueeze/Concat/Reshape nodes)
+            if self.pads:
+                x = F.pad(x, (0, 0, 0, 0, 0, 1))
+            return x.index_select(1, self.index)
         g = self.shuffle_groups
         if g:
             n, c, h, w = x.shape
@@ -102,6 +107,13 @@ class ChannelGather(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.in_channels} -> {self.out_channels}" + (", zero-padded" if self.pads else "")
+
+
+def _exporting() -> bool:
+    """Whether the forward is being traced or exported (ONNX, torch.jit.trace, torch.export)."""
+    if torch.jit.is_scripting():
+        return False
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
 
 
 def _shuffle_groups(index: Tensor, in_channels: int) -> int:

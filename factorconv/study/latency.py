@@ -1,6 +1,11 @@
-"""Inference latency of a study's deploy forms: every (operator, budget) point's trained model (its first
-seed that did not diverge) deployed with `factorconv.deploy`, and the standard backbone (nn.Conv2d, width 1),
-timed interleaved in one process; ratios to the standard model, on CPU and on CUDA when present.
+"""Inference latency of a study's points where they ship: every (operator, budget) point's trained model (its
+first seed that did not diverge) deployed for latency (`factorconv.deploy(objective="latency")`: each layer in
+its fastest exact form) in the study's runtime, at each batch, and timed there side by side with the standard
+backbone (nn.Conv2d, width 1) deployed the same way; the table's ratios are to that standard model.
+
+Each point is timed interleaved with the standard model alone (a handful of models per round, each run several
+times in a row at small batches: a round through every point measured their cold caches), medians over
+`repeats` rounds. The record names the runtime and its version, the machine and the batches.
 """
 
 from __future__ import annotations
@@ -12,51 +17,71 @@ from typing import Any
 
 import torch
 
-from ..bench import compare_timings, inference_fn, machine_info
-from ..convert import deploy
+from ..bench import compare_timings, machine_info
+from ..deployment import TimingCache, default_runtime, deploy, get_runtime
 
-__all__ = ["measure_latencies"]
+__all__ = ["DEFAULT_LATENCY_BATCHES", "measure_latencies", "runtime_label"]
+
+DEFAULT_LATENCY_BATCHES = (1, 32)
 
 
-def _load_deployed(run: Path) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """(trained model in eval mode, its deploy form) from a run's checkpoint."""
-    from ..train import load_trained
+def runtime_label(name: str | None) -> str:
+    """The runtime a study measures in ('onnxruntime 1.32.0'); ValueError naming the extra when missing."""
+    name = name or default_runtime()
+    if name == "best":
+        return "best"
+    runtime = get_runtime(name)
+    if name == "torch":  # each model in whichever memory format is faster for it
+        return f"torch {runtime.version()} eager"
+    return runtime.label()
 
-    model = load_trained(run)[0]
-    return model, deploy(copy.deepcopy(model)).eval()
+
+def _repeated(run: Callable[[], Any], times: int) -> Callable[[], None]:
+    def repeated() -> None:
+        for _ in range(times):
+            run()
+
+    return repeated
 
 
 def measure_latencies(model_name: str, points: Sequence[tuple[str, Path]], input_size: tuple[int, ...],
-                      num_classes: int, *, batch: int = 1, repeats: int = 30,
-                      model_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """`points` are (label, run directory); returns {"batch", "repeats", "machine", "deploy_max_logit_diff":
-    {label: float}, "devices": {device: {label: {"median_ms", "ratio", "spread"}}}}."""
+                      num_classes: int, *, batches: Sequence[int] = DEFAULT_LATENCY_BATCHES,
+                      runtime: str | None = None, repeats: int = 30, model_kwargs: dict[str, Any] | None = None,
+                      cache: TimingCache | None = None) -> dict[str, Any]:
+    """`points` are (label, run directory); returns {"runtime", "objective", "batches", "repeats", "machine",
+    "deploy_max_logit_diff": {label: float}, "standard_ms": {batch: ms}, "points": {label: {batch: {"median_ms",
+    "ratio", "spread", "runtime", "forms"}}}}."""
     from ..registry import create_model
+    from ..train import load_trained
 
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    models: dict[str, torch.nn.Module] = {}
-    diffs: dict[str, float] = {}
-    x = torch.randn(batch, *input_size)
-    models["standard"] = create_model(model_name, num_classes=num_classes, in_chans=input_size[0],
-                                      **(model_kwargs or {})).eval()
-    for label, run in points:
-        trained, deployed = _load_deployed(run)
-        with torch.no_grad():
-            diffs[label] = float((trained(x) - deployed(x)).abs().max())
-        models[label] = deployed
-    result: dict[str, Any] = {"batch": batch, "repeats": repeats, "machine": machine_info(),
-                              "deploy_max_logit_diff": diffs, "devices": {}}
-    for device in devices:
-        inputs = x.to(device)
-        if device == "cpu":  # the memory format the engine trains and evaluates in on CPU
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        runners: dict[str, Callable[[], Any]] = {}
-        for name, model in models.items():
-            model = copy.deepcopy(model).to(device)
-            if device == "cpu":
-                model = model.to(memory_format=torch.channels_last)
-            runners[name] = inference_fn(model, inputs)
-        timings = compare_timings(runners, baseline="standard", repeats=repeats, warmup=3, device=device)
-        result["devices"][device] = {t.name: {"median_ms": 1e3 * t.median_s, "ratio": t.ratio, "spread": t.spread}
-                                     for t in timings}
+    runtime = runtime or default_runtime()
+    cache = cache or TimingCache()
+    standard = create_model(model_name, num_classes=num_classes, in_chans=input_size[0],
+                            **(model_kwargs or {})).eval()
+    trained = {label: load_trained(run)[0] for label, run in points}
+    result: dict[str, Any] = {"runtime": runtime_label(runtime), "runtime_name": runtime, "objective": "latency",
+                              "batches": list(batches), "repeats": repeats, "machine": machine_info(),
+                              "deploy_max_logit_diff": {}, "standard_ms": {}, "points": {}}
+    for batch in batches:
+        x = torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(0))
+        inner = max(1, 8 // batch)
+        shipped_standard = deploy(copy.deepcopy(standard), "latency", runtime=runtime, input_size=input_size,
+                                  batch=batch, cache=cache)
+        run_standard = _repeated(shipped_standard.deploy_report.runtime_object().prepare(shipped_standard, x), inner)
+        standard_ms = []
+        for label, model in trained.items():
+            shipped = deploy(copy.deepcopy(model), "latency", runtime=runtime, input_size=input_size, batch=batch,
+                             cache=cache)
+            report = shipped.deploy_report
+            run = _repeated(report.runtime_object().prepare(shipped, x), inner)
+            timings = {t.name: t for t in compare_timings({"standard": run_standard, label: run},
+                                                          baseline="standard", repeats=repeats, warmup=3)}
+            mine = timings[label]
+            standard_ms.append(1e3 * timings["standard"].median_s / inner)
+            result["points"].setdefault(label, {})[str(batch)] = {
+                "median_ms": 1e3 * mine.median_s / inner, "ratio": mine.ratio, "spread": mine.spread,
+                "runtime": report.runtime, "forms": report.forms}
+            diffs = result["deploy_max_logit_diff"]
+            diffs[label] = max(diffs.get(label, 0.0), report.max_rel_diff or 0.0)
+        result["standard_ms"][str(batch)] = sorted(standard_ms)[len(standard_ms) // 2] if standard_ms else None
     return result

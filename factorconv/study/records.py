@@ -124,4 +124,13 @@ def read_latency(out: Path) -> dict[str, Any]:
             if not isinstance(timing, dict) or not all(
                     _number(timing.get(k)) and timing[k] > 0 for k in ("median_ms", "ratio")):
                 raise _bad(path, f"devices.{device}.{label}", timing, "a timing with positive median_ms and ratio")
+    points = latency.get("points", {})
+    batches = latency.get("batches", [])
+    if not isinstance(points, dict) or not isinstance(batches, list) or (points and not batches):
+        raise _bad(path, "points", points, "a mapping {label: {batch: timing}} with its batches")
+    for label, by_batch in points.items():
+        if not isinstance(by_batch, dict) or str(batches[0]) not in by_batch or not all(
+                isinstance(t, dict) and _number(t.get("median_ms")) and t["median_ms"] > 0 and _number(t.get("ratio"))
+                for t in by_batch.values()):
+            raise _bad(path, f"points.{label}", by_batch, "a timing with positive median_ms and a ratio per batch")
     return latency

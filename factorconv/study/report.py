@@ -125,13 +125,19 @@ def build_report(out: str | Path) -> dict[str, Any]:
         raise StudyError(f"{out} holds no finished runs yet; run `factorconv compare` with the same --out")
     latency = read_latency(out)
     for row in rows:
-        for device, timings in latency.get("devices", {}).items():
+        for device, timings in latency.get("devices", {}).items():  # studies recorded before runtimes were named
             name = _label(row)
             if name in timings:
                 row[f"latency_{device}_ratio"] = timings[name]["ratio"]
                 row[f"latency_{device}_ms"] = timings[name]["median_ms"]
+        measured = latency.get("points", {}).get(_label(row))
+        if measured:
+            row["latency"] = {b: {"ms": t["median_ms"], "ratio": t["ratio"]} for b, t in measured.items()}
+            row["latency_ms"] = measured[str(latency["batches"][0])]["median_ms"]
         row["deploy_max_logit_diff"] = latency.get("deploy_max_logit_diff", {}).get(_label(row))
     axes = size_axes(spec)
+    if all("latency_ms" in r for r in rows) and "latency" not in axes:
+        axes.append("latency")  # accuracy against what it costs to run, where it ships
     steps = _fronts(rows, axes)
     results = {"spec": asdict(spec), "axes": axes, "rows": rows, "front_steps": steps, "latency": latency,
                "flags": {"diverged": sum(r["diverged"] for r in rows),
@@ -186,12 +192,14 @@ def render_table(rows: Sequence[dict[str, Any]], axes: Sequence[str] = ("params"
     """The comparison as a markdown table; the front column marks the Pareto fronts (P deploy params,
     T training params, S deploy bytes, M MACs)."""
     devices = [d for d in ("cpu", "cuda") if any(f"latency_{d}_ratio" in r for r in rows)]
+    batches = list(dict.fromkeys(b for r in rows for b in r.get("latency", {})))
     sweep = len({r["budget"] for r in rows}) > 1
     reference = rows[0]["reference"] if rows else "conv"
     head = (["conv"] + (["budget"] if sweep else []) + ["width", "train params", "deploy params", "size KiB",
             "MACs (M)", f"{score_label(rows)} % (mean ± std)", "95% CI", f"Δ vs {reference} (95% CI)", "verdict",
             "health"]
-            + [f"{d.upper()} latency ×standard" for d in devices] + ["front"])
+            + [f"{d.upper()} latency ×standard" for d in devices]
+            + [f"latency b{b} ms (×standard)" for b in batches] + ["front"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         front = "".join(AXES[a][1] for a in axes if r.get(f"front_{a}"))
@@ -203,6 +211,8 @@ def render_table(rows: Sequence[dict[str, Any]], axes: Sequence[str] = ("params"
             f"{r['macs'] / 1e6:.2f}", _pm(r["accuracy"]), _ci(r["accuracy"]), delta, r["verdict"] or "",
             _health(r)]
         cells += [f"{r[f'latency_{d}_ratio']:.2f}" if f"latency_{d}_ratio" in r else "" for d in devices]
+        cells += [f"{r['latency'][b]['ms']:.3f} ({r['latency'][b]['ratio']:.2f})" if b in r.get("latency", {})
+                  else "" for b in batches]
         lines.append("| " + " | ".join([*cells, front or "·"]) + " |")
     return "\n".join(lines)
 
@@ -300,7 +310,18 @@ def render_report(spec: StudySpec, results: dict[str, Any], plotted: bool) -> st
             parts.append(f"  - {s['from']} → {s['to']}:{gain}, {_step_words(s['verdict'])}")
     if plotted:
         parts += ["", "![accuracy vs size](study.png)"]
-    if latency:
+    if latency.get("points"):
+        m = latency.get("machine", {})
+        worst = max((v for v in latency.get("deploy_max_logit_diff", {}).values() if v is not None), default=None)
+        parts += ["", f"Latency: in **{latency['runtime']}**, each point's first healthy seed deployed for latency "
+                      "(`factorconv.deploy(objective=\"latency\")`: every layer in the exact form that runs fastest "
+                      "there, timed on this machine) at batch "
+                      f"{', '.join(map(str, latency['batches']))}, median of {latency['repeats']} rounds timed "
+                      f"interleaved with the standard {spec.model} (nn.Conv2d, width 1) deployed the same way; "
+                      f"ratios to it in brackets. {m.get('cpu', '?')}, {m.get('torch_threads', '?')} thread(s)"
+                      + (f"; every deployed model within {worst:.1e} (relative) of its trained logits" if worst
+                         is not None else "") + "."]
+    elif latency:
         m = latency.get("machine", {})
         parts += ["", f"Latency: the deploy form (`factorconv.deploy`: folded, or factorized/packed where smaller) "
                       f"of seed 0's trained model, batch {latency['batch']}, median of {latency['repeats']} "

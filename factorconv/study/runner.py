@@ -12,10 +12,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..bench import machine_info
 from ..train.health import DIVERGED
 from ..train.rundir import write_json
 from .execution import Executor, LocalExecutor, RunTask, StudyError, finished_result, log
-from .latency import measure_latencies
+from .latency import measure_latencies, runtime_label
 from .lock import StudyLock
 from .progress import StudyProgress
 from .records import read_json_record, read_run_result
@@ -51,13 +52,33 @@ def _merge_saved(spec: StudySpec, saved: dict[str, Any], out: Path, data: DataIn
         raise StudyError(f"{out} holds a study with other settings ({'; '.join(diff)}); choose another --out")
     budgets = sorted(set(old.budgets) | set(spec.budgets))
     if budgets:
-        spec.budget = f"{budgets[0].by}=" + ",".join(format(b.value, ".15g") for b in budgets)
+        unit = "ms" if budgets[0].by == "latency" else ""
+        spec.budget = f"{budgets[0].by}=" + ",".join(format(b.value, ".15g") + unit for b in budgets)
     spec.convs = list(dict.fromkeys(old.convs + spec.convs))
     spec.seeds = max(spec.seeds, old.seeds)
     spec.conv_kwargs = {**old.conv_kwargs, **spec.conv_kwargs}
     spec.model_kwargs = {**old.model_kwargs, **spec.model_kwargs}
     if spec.reference is None:
         spec.reference = old.reference
+
+
+def _latency_widths_recorded(spec: StudySpec, saved: dict[str, Any] | None, timed: list[Budget]
+                             ) -> dict[tuple[str, Budget | None], tuple[float, int | None]] | None:
+    """The widths a latency budget was matched to when the study was made, when every operator has one: they
+    were measured on that machine, and a rerun (here or on another machine) keeps them rather than training
+    other widths into the same study. Says so when this machine is another."""
+    if not timed or not saved:
+        return None
+    recorded = saved.get("widths", {})
+    budgets = spec.budgets
+    if not all(conv in recorded.get(str(b), {}) for b in budgets for conv in spec.convs):
+        return None
+    where = saved.get("latency_budget", {})
+    here = machine_info()["cpu"]
+    if where.get("cpu") and where["cpu"] != here:
+        log(f"the latency budget {timed[0]} was measured on {where['cpu']} in {where.get('runtime', '?')}; this "
+            f"machine is {here}: keeping the widths measured there")
+    return {(conv, b): (recorded[str(b)][conv], None) for b in budgets for conv in spec.convs}
 
 
 def _setting(value: Any) -> str:
@@ -146,19 +167,27 @@ def run_study(spec: StudySpec, out: str | Path, *, executor: Executor | None = N
 
 
 def _run_locked(spec: StudySpec, out: Path, executor: Executor, measure_latency: bool) -> dict[str, Any]:
+    if measure_latency:  # a runtime that is not installed: one line now, not after the training
+        runtime_label(spec.latency_runtime)
     saved = read_json_record(out / "study.json", "study file")
     data = _data_info(spec)
     if saved is not None:
         _merge_saved(spec, saved, out, data)
-    parse_budgets(spec.budget)
+    budgets = parse_budgets(spec.budget)
     input_size, num_classes = data.input_size, data.num_classes
-    widths = match_widths(spec, input_size, num_classes)
+    timed = [b for b in budgets if b.by == "latency"]
+    if timed and not measure_latency:
+        raise StudyError(f"--budget {timed[0]} is met by measuring latency; leave out --no-latency")
+    widths = _latency_widths_recorded(spec, saved, timed) or match_widths(spec, input_size, num_classes)
     by_budget: dict[str, dict[str, float]] = {}
     for (conv, budget), (width, _) in widths.items():
         by_budget.setdefault(str(budget) if budget else "none", {})[conv] = width
     try:
+        extra = {"latency_budget": (saved or {}).get("latency_budget") or {
+            "runtime": runtime_label(spec.latency_runtime), "batch": spec.latency_batch[0],
+            "cpu": machine_info()["cpu"]}} if timed else {}
         write_json(out / "study.json", {**asdict(spec), "widths": by_budget, "data_fingerprint": data.fingerprint,
-                                        "data_source": data.source})
+                                        "data_source": data.source, **extra})
     except OSError as err:
         raise StudyError(f"cannot write {out / 'study.json'}: {err.strerror or err}") from None
 
@@ -204,8 +233,9 @@ def _run_locked(spec: StudySpec, out: Path, executor: Executor, measure_latency:
                 if result.get("status") == "done":
                     points.append((conv + (f" @ {budget}" if budget else ""), run))
                     break
-        log(f"measuring inference latency of {len(points)} deploy forms side by side ...")
+        log(f"measuring inference latency of {len(points)} deploy forms (their latency forms) side by side in "
+            f"{runtime_label(spec.latency_runtime)} at batch {', '.join(map(str, spec.latency_batch))} ...")
         write_json(out / "latency.json", measure_latencies(
-            spec.model, points, input_size, num_classes, batch=spec.latency_batch, repeats=spec.latency_repeats,
-            model_kwargs=spec.overrides.get("model_kwargs", {})))
+            spec.model, points, input_size, num_classes, batches=spec.latency_batch, runtime=spec.latency_runtime,
+            repeats=spec.latency_repeats, model_kwargs=spec.overrides.get("model_kwargs", {})))
     return build_report(out)

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..budget import BY, count_model, match_width
+from ..budget import BY, count_model, match_latency, match_width, measure_latency
 from ..registry import conv_entry, model_entry
 
 __all__ = [
@@ -54,7 +54,8 @@ MAX_BUDGET_FACTOR = 1.5
 _SUFFIXES = {"k": 1e3, "m": 1e6, "g": 1e9}
 # size axis (a budget kind) -> (the key of a study row that measures it, its letter in the front column, words)
 AXES = {"params": ("deploy_params", "P", "deploy params"), "train-params": ("train_params", "T", "training params"),
-        "size": ("size_bytes", "S", "deploy bytes"), "macs": ("macs", "M", "MACs")}
+        "size": ("size_bytes", "S", "deploy bytes"), "macs": ("macs", "M", "MACs"),
+        "latency": ("latency_ms", "L", "latency (ms)")}
 
 
 def parse_count(text: str) -> float:
@@ -65,6 +66,20 @@ def parse_count(text: str) -> float:
     value = float(match.group(1)) * _SUFFIXES.get(match.group(2), 1.0)
     if not 0 < value < float("inf"):
         raise ValueError(f"a count must be positive and finite, got {text!r}")
+    return value
+
+
+_LATENCY_UNITS = {"ms": 1.0, "us": 1e-3, "µs": 1e-3, "s": 1e3}
+
+
+def parse_latency(text: str) -> float:
+    """'0.3ms' -> 0.3, '300us' -> 0.3, '0.002s' -> 2.0 (milliseconds)."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-zµ]*)\s*", text.lower())
+    if not match or match.group(2) not in _LATENCY_UNITS:
+        raise ValueError(f"a latency budget is a number with a unit ms, us or s (e.g. latency=0.3ms), got {text!r}")
+    value = float(match.group(1)) * _LATENCY_UNITS[match.group(2)]
+    if not 0 < value < float("inf"):
+        raise ValueError(f"a latency budget must be positive, got {text!r}")
     return value
 
 
@@ -83,6 +98,8 @@ class Budget:
     value: float
 
     def __str__(self) -> str:
+        if self.by == "latency":
+            return f"latency={self.value:.4g}ms"
         return f"{self.by}={human(self.value)}"
 
     @property
@@ -98,10 +115,11 @@ def parse_budgets(text: str | None) -> list[Budget]:
         return []
     by, sep, values = text.partition("=")
     by = by.strip().lower()
-    if not sep or by not in BY:
-        raise ValueError(f"--budget expects KIND=COUNT[,COUNT...] with KIND one of {', '.join(BY)}, or none "
-                         f"(e.g. params=50k or params=25k,50k,100k), got {text!r}")
-    counts = [parse_count(v) for v in values.split(",") if v.strip()] if values.strip() else []
+    if not sep or by not in (*BY, "latency"):
+        raise ValueError(f"--budget expects KIND=COUNT[,COUNT...] with KIND one of {', '.join(BY)}, latency, or "
+                         f"none (e.g. params=50k, params=25k,50k,100k or latency=0.3ms), got {text!r}")
+    parse = parse_latency if by == "latency" else parse_count
+    counts = [parse(v) for v in values.split(",") if v.strip()] if values.strip() else []
     if not counts:
         raise ValueError(f"--budget {text!r} names no count (e.g. {by}=50k)")
     return sorted({Budget(by, c) for c in counts})
@@ -137,8 +155,9 @@ class StudySpec:
     fixed_widths: dict[str, float] = field(default_factory=dict)
     metric: str = "final"
     models: dict[str, str] = field(default_factory=dict)
-    latency_batch: int = 1
+    latency_batch: list[int] = field(default_factory=lambda: [1, 32])
     latency_repeats: int = 30
+    latency_runtime: str | None = None
     command: str | None = None
 
     @classmethod
@@ -171,10 +190,18 @@ class StudySpec:
         if self.reference is not None and self.reference not in self.convs:
             raise ValueError(f"compare: --reference {self.reference!r} is not in --convs ({','.join(self.convs)})")
         self.budgets  # noqa: B018  (parses: raises on a bad budget)
-        for name in ("seeds", "threads", "latency_batch", "latency_repeats"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"compare: --{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if isinstance(self.latency_batch, int) and not isinstance(self.latency_batch, bool):
+            self.latency_batch = [self.latency_batch]  # studies recorded with one batch
+        batches = self.latency_batch if isinstance(self.latency_batch, list | tuple) else [self.latency_batch]
+        for name, values in (("seeds", [self.seeds]), ("threads", [self.threads]), ("latency_batch", batches),
+                             ("latency_repeats", [self.latency_repeats])):
+            if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+                raise ValueError(f"compare: --{name.replace('_', '-')} must be positive integers, got "
+                                 f"{getattr(self, name)!r}")
+        self.latency_batch = list(batches)
+        if self.latency_runtime not in (None, "torch", "onnxruntime", "openvino", "best"):
+            raise ValueError(f"compare: --latency-runtime must be torch, onnxruntime, openvino or best, got "
+                             f"{self.latency_runtime!r}")
         if isinstance(self.width, bool) or not isinstance(self.width, int | float) or not self.width > 0:
             raise ValueError(f"compare: width must be a positive number, got {self.width!r}")
         for label, model in self.models.items():
@@ -235,25 +262,40 @@ def match_widths(spec: StudySpec, input_size: tuple[int, int, int], num_classes:
         if not spec.budgets:
             out[(conv, None)] = (spec.fixed_widths.get(conv, spec.width), None)
         for budget in spec.budgets:
-            if conv in spec.fixed_widths:  # fixed by hand: counted, not matched
+            if conv in spec.fixed_widths:  # fixed by hand: counted (or timed), not matched
                 width = spec.fixed_widths[conv]
-                out[(conv, budget)] = (width, count_model(
-                    spec.model_of(conv), operator_of(conv), width, budget.by, input_size=input_size,
-                    conv_kwargs=spec.options(conv), num_classes=num_classes, **spec.backbone_options(conv)))
+                if budget.by == "latency":
+                    count = round(1e3 * measure_latency(
+                        spec.model_of(conv), operator_of(conv), width, spec.latency_runtime, spec.latency_batch[0],
+                        input_size=input_size, conv_kwargs=spec.options(conv), num_classes=num_classes,
+                        **spec.backbone_options(conv)))
+                else:
+                    count = count_model(spec.model_of(conv), operator_of(conv), width, budget.by,
+                                        input_size=input_size, conv_kwargs=spec.options(conv),
+                                        num_classes=num_classes, **spec.backbone_options(conv))
+                out[(conv, budget)] = (width, count)
                 continue
             try:
-                m = match_width(spec.model_of(conv), operator_of(conv), budget.value, budget.by, grid=spec.width_grid,
-                                input_size=input_size, conv_kwargs=spec.options(conv), num_classes=num_classes,
-                                **spec.backbone_options(conv))
+                if budget.by == "latency":
+                    m = match_latency(spec.model_of(conv), operator_of(conv), budget.value, spec.latency_runtime,
+                                      spec.latency_batch[0], grid=spec.width_grid, input_size=input_size,
+                                      conv_kwargs=spec.options(conv), num_classes=num_classes,
+                                      **spec.backbone_options(conv))
+                else:
+                    m = match_width(spec.model_of(conv), operator_of(conv), budget.value, budget.by,
+                                    grid=spec.width_grid, input_size=input_size, conv_kwargs=spec.options(conv),
+                                    num_classes=num_classes, **spec.backbone_options(conv))
             except ValueError as err:
                 raise ValueError(f"compare: cannot match {conv!r} on {spec.model} to {budget}: {err}") from None
-            ratio = m.value / budget.value
+            target = budget.value * (1e3 if budget.by == "latency" else 1)  # latency: µs measured, ms asked
+            ratio = m.value / target
             if not 1 / MAX_BUDGET_FACTOR <= ratio <= MAX_BUDGET_FACTOR:
+                shown = f"runs in {m.value / 1e3:.3f} ms" if budget.by == "latency" else f"has {m.value:,}"
                 why = ("the smallest width searched" if m.width <= spec.width_grid else
                        "the largest width searched" if ratio < 1 else f"the width grid's step is {spec.width_grid:g}")
                 raise ValueError(
                     f"compare: {conv!r} on {spec.model} cannot meet {budget}: the closest width, {m.width:g} "
-                    f"({why}), has {m.value:,} ({ratio:.2f}x the budget; at most {MAX_BUDGET_FACTOR:g}x either "
+                    f"({why}), {shown} ({ratio:.2f}x the budget; at most {MAX_BUDGET_FACTOR:g}x either "
                     "way is accepted); choose a budget nearer to it")
             out[(conv, budget)] = (m.width, m.value)
     return out
