@@ -109,9 +109,10 @@ def match_width(
 
 def measure_latency(model_name: str, conv: str, width: float, runtime: str | None = None, batch: int = 1, *,
                     input_size: tuple[int, int, int] | None = None, conv_kwargs: dict[str, Any] | None = None,
-                    **model_kwargs: Any) -> float:
+                    threads: int | None = None, **model_kwargs: Any) -> float:
     """Milliseconds one inference of the model at `width` takes in `runtime` at `batch`, deployed for latency
-    (`factorconv.deploy(objective="latency")`; random weights, seeded: timings do not depend on them)."""
+    (`factorconv.deploy(objective="latency")`; random weights, seeded: timings do not depend on them), on
+    `threads` threads (default torch's)."""
     from .deployment import deploy
 
     entry = model_entry(model_name)
@@ -119,7 +120,8 @@ def measure_latency(model_name: str, conv: str, width: float, runtime: str | Non
     model_kwargs.setdefault("in_chans", size[0])
     torch.manual_seed(0)
     model = create_model(model_name, conv=conv, width=width, conv_kwargs=conv_kwargs, **model_kwargs).eval()
-    return float(deploy(model, "latency", runtime=runtime, input_size=size, batch=batch).deploy_report.latency_ms)
+    deployed = deploy(model, "latency", runtime=runtime, input_size=size, batch=batch, threads=threads)
+    return float(deployed.deploy_report.latency_ms)
 
 
 def match_latency(model_name: str, conv: str, target_ms: float, runtime: str | None = None, batch: int = 1, *,

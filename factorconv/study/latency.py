@@ -47,8 +47,9 @@ def _repeated(run: Callable[[], Any], times: int) -> Callable[[], None]:
 def measure_latencies(model_name: str, points: Sequence[tuple[str, Path]], input_size: tuple[int, ...],
                       num_classes: int, *, batches: Sequence[int] = DEFAULT_LATENCY_BATCHES,
                       runtime: str | None = None, repeats: int = 30, model_kwargs: dict[str, Any] | None = None,
-                      cache: TimingCache | None = None) -> dict[str, Any]:
-    """`points` are (label, run directory); returns {"runtime", "objective", "batches", "repeats", "machine",
+                      cache: TimingCache | None = None, threads: int = 1) -> dict[str, Any]:
+    """`points` are (label, run directory), timed on `threads` threads (the study's threads per run); returns
+    {"runtime", "objective", "batches", "threads", "repeats", "machine",
     "deploy_max_logit_diff": {label: float}, "standard_ms": {batch: ms}, "points": {label: {batch: {"median_ms",
     "ratio", "spread", "runtime", "forms"}}}}."""
     from ..registry import create_model
@@ -60,20 +61,22 @@ def measure_latencies(model_name: str, points: Sequence[tuple[str, Path]], input
                             **(model_kwargs or {})).eval()
     trained = {label: load_trained(run)[0] for label, run in points}
     result: dict[str, Any] = {"runtime": runtime_label(runtime), "runtime_name": runtime, "objective": "latency",
-                              "batches": list(batches), "repeats": repeats, "machine": machine_info(),
+                              "batches": list(batches), "threads": threads, "repeats": repeats,
+                              "machine": machine_info(),
                               "deploy_max_logit_diff": {}, "standard_ms": {}, "points": {}}
     for batch in batches:
         x = torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(0))
         inner = max(1, 8 // batch)
         shipped_standard = deploy(copy.deepcopy(standard), "latency", runtime=runtime, input_size=input_size,
-                                  batch=batch, cache=cache)
-        run_standard = _repeated(shipped_standard.deploy_report.runtime_object().prepare(shipped_standard, x), inner)
+                                  batch=batch, cache=cache, threads=threads)
+        run_standard = _repeated(shipped_standard.deploy_report.runtime_object(threads).prepare(shipped_standard, x),
+                                 inner)
         standard_ms = []
         for label, model in trained.items():
             shipped = deploy(copy.deepcopy(model), "latency", runtime=runtime, input_size=input_size, batch=batch,
-                             cache=cache)
+                             cache=cache, threads=threads)
             report = shipped.deploy_report
-            run = _repeated(report.runtime_object().prepare(shipped, x), inner)
+            run = _repeated(report.runtime_object(threads).prepare(shipped, x), inner)
             timings = {t.name: t for t in compare_timings({"standard": run_standard, label: run},
                                                           baseline="standard", repeats=repeats, warmup=3)}
             mine = timings[label]
