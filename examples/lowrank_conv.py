@@ -1,8 +1,11 @@
 """A complete example operator, the one docs/operators.md builds: a rank-r convolution K = U·V, i.e. a kh×kw
 conv to `rank` channels per group (V) followed by a 1x1 conv to the outputs (U). Importing this file
-registers it as "lowrank"; tests/test_example_operator.py runs it through the whole operator test matrix."""
+registers it as "lowrank"; tests/test_example_operator.py runs it through the whole per-operator test matrix
+(`pytest --operator-file examples/lowrank_conv.py --conv lowrank`), with no edit under tests/."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -10,6 +13,7 @@ from torch import Tensor, nn
 
 from factorconv import register_conv
 from factorconv.ops.base import ConvOperator
+from factorconv.ops.examples import Draw, ExampleShape
 from factorconv.ops.spec import Cost, conv_macs, float_bits
 
 
@@ -18,6 +22,12 @@ class LowRankConv2d(ConvOperator):
     """K = U·V per group: V (rank·groups, in/groups, kh, kw), U (out, rank, 1, 1)."""
 
     has_feature_path = True
+    scriptable = True  # torch.jit.script compiles it (the test checks the flag both ways)
+
+    @classmethod
+    def example_config(cls, draw: Draw, shape: ExampleShape) -> tuple[ExampleShape, dict[str, Any]]:
+        """What the property tests need: a rank to draw (any shape nn.Conv2d takes is valid)."""
+        return shape, {"rank": draw.integer(1, 6)}
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
                  stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] | str = 0,
@@ -66,4 +76,4 @@ class LowRankConv2d(ConvOperator):
         self.V.view(g, r, -1)[:, :k] = vh[:, :k] * root.unsqueeze(2)
         if bias is not None:
             self.bias.copy_(bias)
-        return self._fit_error(weight)
+        return self.kernel_error(weight)

@@ -8,15 +8,12 @@ The public API (stable; see DESIGN.md):
     fc.convert(model, "dsep"); fc.fold(model); fc.profile(model, (3, 32, 32))
 """
 
-__version__ = "0.1.0"
-
 from . import models, ops  # noqa: F401  (registers operators and backbones)
 from .accounting import LayerRow, Profile, count_params, profile
 from .budget import WidthMatch, count_model, match_width
 from .convert import convert, fold, iter_operators, pack
 from .deployment import deploy
 from .export import load_compact, save_compact
-from .ops.acdc import expand, share_coefficients
 from .ops.base import ConvOperator, is_operator
 from .ops.bdsc import decouple
 from .ops.channel import chain_connectivity
@@ -31,6 +28,8 @@ from .registry import (
     register_conv,
     register_model,
 )
+from .sharing import expand, share_coefficients
+from .version import __version__
 
 __all__ = [
     "ConvOperator",

@@ -170,47 +170,10 @@ def _probe_hw(module: nn.Module) -> tuple[int, int]:
     return ((k[0] - 1) * d[0] + 1, (k[1] - 1) * d[1] + 1)
 
 
-def profile(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32)) -> Profile:
-    """Run one forward at batch 1 (eval mode, no grad) and account for every layer.
-
-    Works on the meta device too (build the model under `with torch.device("meta")` to count a large
-    model without allocating it). The model's train/eval flags are restored afterwards.
-    """
-    input_size = tuple(int(v) for v in input_size)
-    units = _units(model)
-    owner: dict[int, tuple[nn.Module, str]] = {}  # parameter -> (the layer that counts it, its name there)
-    unit_params: dict[str, list[torch.Tensor]] = {}
-    for name, unit in units:
-        unit_params[name] = []
-        for pname, p in unit.named_parameters():
-            if id(p) not in owner:
-                owner[id(p)] = (unit, pname)
-                unit_params[name].append(p)
-    orphans = [p for p in model.parameters() if id(p) not in owner]
-
-    calls: dict[str, list[tuple[tuple[int, ...], tuple[int, ...]]]] = {name: [] for name, _ in units}
-    hooks = []
-    for name, unit in units:
-        def hook(mod: nn.Module, args: tuple[Any, ...], out: Any, name: str = name) -> None:
-            x = args[0] if args and isinstance(args[0], torch.Tensor) else None
-            y = out if isinstance(out, torch.Tensor) else None
-            calls[name].append((tuple(x.shape) if x is not None else (), tuple(y.shape) if y is not None else ()))
-        hooks.append(unit.register_forward_hook(hook))
-
-    flags = {m: m.training for m in model.modules()}
-    first = next(iter(model.parameters()), None)
-    device = first.device if first is not None else torch.device("cpu")
-    dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros((1, *input_size), device=device, dtype=dtype))
-    finally:
-        for h in hooks:
-            h.remove()
-        for m, flag in flags.items():
-            m.training = flag
-
+def _layer_costs(model: nn.Module, units: list[tuple[str, nn.Module]], unit_params: dict[str, list[torch.Tensor]],
+                 calls: Calls) -> tuple[list[LayerRow], Cost, int]:
+    """(table rows, totals, deploy size in bits) of the layers: an operator by its own closed-form costs at
+    each input it met, a plain conv or linear by its shapes; training-only modules counted, not shipped."""
     rows: list[LayerRow] = []
     totals = Cost(0, 0, 0, 0, 0, 0)
     size_bits = 0
@@ -245,6 +208,66 @@ def profile(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32)) -> Prof
         if own_params or seen:
             rows.append(LayerRow(name, type(unit).__name__, own_params, macs,
                                  seen[0][1] if seen else None, adds, len(seen)))
+    return rows, totals, size_bits
+
+
+def _owners(units: list[tuple[str, nn.Module]]
+            ) -> tuple[dict[int, tuple[nn.Module, str]], dict[str, list[torch.Tensor]]]:
+    """(parameter id -> the layer that counts it and its name there, layer name -> the parameters it counts):
+    a tensor shared by several layers (ACDC's coefficients) is counted by the first."""
+    owner: dict[int, tuple[nn.Module, str]] = {}
+    unit_params: dict[str, list[torch.Tensor]] = {}
+    for name, unit in units:
+        unit_params[name] = []
+        for pname, p in unit.named_parameters():
+            if id(p) not in owner:
+                owner[id(p)] = (unit, pname)
+                unit_params[name].append(p)
+    return owner, unit_params
+
+
+Calls = dict[str, list[tuple[tuple[int, ...], tuple[int, ...]]]]
+
+
+def _traced_calls(model: nn.Module, units: list[tuple[str, nn.Module]], input_size: tuple[int, ...]) -> Calls:
+    """(input shape, output shape) of every call of every layer in one eval-mode forward at batch 1; the
+    model's train/eval flags restored afterwards."""
+    calls: Calls = {name: [] for name, _ in units}
+    hooks = []
+    for name, unit in units:
+        def hook(mod: nn.Module, args: tuple[Any, ...], out: Any, name: str = name) -> None:
+            x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+            y = out if isinstance(out, torch.Tensor) else None
+            calls[name].append((tuple(x.shape) if x is not None else (), tuple(y.shape) if y is not None else ()))
+        hooks.append(unit.register_forward_hook(hook))
+    flags = {m: m.training for m in model.modules()}
+    first = next(iter(model.parameters()), None)
+    device = first.device if first is not None else torch.device("cpu")
+    dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros((1, *input_size), device=device, dtype=dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, flag in flags.items():
+            m.training = flag
+    return calls
+
+
+def profile(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32)) -> Profile:
+    """Run one forward at batch 1 (eval mode, no grad) and account for every layer.
+
+    Works on the meta device too (build the model under `with torch.device("meta")` to count a large
+    model without allocating it). The model's train/eval flags are restored afterwards.
+    """
+    input_size = tuple(int(v) for v in input_size)
+    units = _units(model)
+    owner, unit_params = _owners(units)
+    orphans = [p for p in model.parameters() if id(p) not in owner]
+    calls = _traced_calls(model, units, input_size)
+    rows, totals, size_bits = _layer_costs(model, units, unit_params, calls)
     if orphans:
         n = sum(p.numel() for p in orphans)
         rows.append(LayerRow("(parameters outside layers)", "Parameter", n, 0, None))

@@ -7,6 +7,7 @@ themselves when their module is imported; `factorconv/__init__.py` imports them 
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 import functools
@@ -35,6 +36,7 @@ __all__ = [
     "register_conv",
     "register_model",
     "replaces",
+    "set_finalize",
     "stem_default",
     "unregister_conv",
 ]
@@ -100,6 +102,14 @@ def register_conv(
         return builder
 
     return decorator
+
+
+def set_finalize(name: str, finalize: Callable[..., None]) -> None:
+    """Install the whole-model step of operator `name` (see ConvEntry.finalize) from the module that owns it,
+    so that a layer's module need not import the model-level code (ACDC's sharing lives in
+    `factorconv.sharing`)."""
+    entry = conv_entry(name)
+    _CONVS[name] = dataclasses.replace(entry, finalize=finalize)
 
 
 def unregister_conv(name: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 
 import factorconv as fc
+from factorconv.ops.examples import ExampleShape
 
 
 def rel_err(a: Tensor, b: Tensor) -> float:
@@ -43,17 +45,32 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-# Operators whose options conv_config knows how to draw; a newly registered operator must be added here
-# (tests/test_operators.py fails until it is).
-CONFIGURED_CONVS = {
-    "conv", "dw", "dsep", "ssep", "doconv", "osep", "sosep", "acdc", "igcv1", "igcv2", "decoupled", "bdsc",
-    "lowrank",  # examples/lowrank_conv.py, the example operator of docs/operators.md
-}
+class HypothesisDraw:
+    """The `factorconv.ops.examples.Draw` an operator's `example_config` draws its options with, backed by
+    hypothesis's `draw`."""
+
+    def __init__(self, draw: Any) -> None:
+        self.draw = draw
+
+    def integer(self, lo: int, hi: int) -> int:
+        return self.draw(st.integers(lo, hi))
+
+    def choice(self, options: Any) -> Any:
+        return self.draw(st.sampled_from(list(options)))
+
+    def boolean(self) -> bool:
+        return self.draw(st.booleans())
+
+
+def example_config(conv: str) -> Any:
+    """The registered operator's own `example_config` (factorconv.ops.examples), or none (no options)."""
+    return getattr(fc.registry.conv_entry(conv).builder, "example_config", None)
 
 
 @st.composite
 def conv_config(draw: Any, conv: str, max_channels: int = 12) -> dict[str, Any]:
-    """A valid nn.Conv2d configuration for `conv`, with an input shape, and the operator's own options."""
+    """A valid nn.Conv2d configuration for `conv`, with an input shape, and the operator's own options: the
+    shape drawn here, then adjusted and completed by the operator's `example_config`."""
     groups_pool = draw(st.sampled_from([1, 1, 2, 3, 4]))
     cin = groups_pool * draw(st.integers(1, max(1, max_channels // groups_pool)))
     cout = groups_pool * draw(st.integers(1, max(1, max_channels // groups_pool)))
@@ -65,51 +82,10 @@ def conv_config(draw: Any, conv: str, max_channels: int = 12) -> dict[str, Any]:
     dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
     padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
     options: dict[str, Any] = {}
-    if conv == "dw":
-        cout = cin * draw(st.integers(1, 3))
-        groups = draw(st.sampled_from([1, cin]))
-    elif conv == "dsep":
-        options = {"multiplier": draw(st.integers(1, 3)), "norm": draw(st.booleans())}
-    elif conv == "ssep":
-        options = {"mid_channels": groups * draw(st.integers(1, max(1, max_channels // groups)))}
-    elif conv == "doconv":
-        if draw(st.booleans()):  # DO-DConv: depthwise, with a channel multiplier
-            groups, cout = cin, cin * draw(st.integers(1, 3))
-        mn = kh * kw
-        options = {"D_mul": draw(st.sampled_from([None, max(1, mn - 2), mn, mn + 1, 2 * mn + 3]))}
-    elif conv == "acdc":
-        options = {"atoms": draw(st.integers(1, 12)), "atom_drop": draw(st.sampled_from([0.0, 0.2]))}
-        if groups == 1 and draw(st.booleans()):  # ACDC-g: groups of s channels, channels kept or grown
-            s = draw(st.integers(1, 6))
-            cin = s * draw(st.integers(1, 3))
-            cout = cin * draw(st.integers(1, 2))
-            options["group_size"] = s
-    elif conv == "igcv1":
-        per_group = draw(st.integers(1, 3))  # primary partitions dividing both widths
-        parts = draw(st.integers(1, 3))
-        cin, cout = groups * parts * draw(st.integers(1, 2)), groups * parts * per_group
-        options = {"partitions": parts}
-    elif conv == "igcv2":
-        k = draw(st.integers(1, 4))
-        width = draw(st.integers(1, 3))
-        cout = groups * k * width
-        cin = groups * (cout // groups // k) * draw(st.integers(1, 2))  # divisible by the 1x1 group count
-        options = {"K": k, "L": draw(st.integers(2, 4)), "channelwise": True}
-        if draw(st.booleans()):
-            branch = draw(st.integers(1, 2))
-            cin = cout = groups * k * width * branch
-            options = {"branch_sizes": [branch, k, k], "channelwise": False}
-    elif conv == "bdsc":
-        options = {"p": draw(st.sampled_from([0.5, 1, 2])), "norm": draw(st.booleans()),
-                   "binary": draw(st.booleans())}
-    elif conv == "lowrank":
-        options = {"rank": draw(st.integers(1, 6))}
-    elif conv in ("osep", "sosep"):
-        options = {
-            "n_parts": draw(st.sampled_from([2, 2, 3])),
-            "gamma": draw(st.sampled_from([1.0, 1.0, 0.5, 2.0])),
-            "policy": draw(st.sampled_from(["min", "linear", "bottleneck", "inverted"])),
-        }
+    own = example_config(conv)
+    if own is not None:
+        shape, options = own(HypothesisDraw(draw), ExampleShape(cin, cout, groups, (kh, kw), max_channels))
+        cin, cout, groups = shape.in_channels, shape.out_channels, shape.groups
     min_h = dilation[0] * (kh - 1) + 1 - 2 * padding[0]
     min_w = dilation[1] * (kw - 1) + 1 - 2 * padding[1]
     h = draw(st.integers(max(1, min_h), max(1, min_h) + 7))
@@ -143,5 +119,6 @@ def load_script(relative: str) -> ModuleType:
     path = ROOT / relative
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module  # importable by name, as torch.compile's tracing looks modules up
     spec.loader.exec_module(module)
     return module

@@ -244,6 +244,7 @@ def test_a_latency_budget_finds_widths_and_keeps_them_on_another_machine(tmp_pat
     timed = []
 
     def fake_latency(model, conv, width, runtime, batch, **options):  # 0.4 ms per unit of width, conv 1.5x
+        assert options["threads"] == 1  # the study's threads per run
         timed.append((conv, width, runtime, batch))
         return 0.4 * width * (1.5 if conv == "conv" else 1.0)
 

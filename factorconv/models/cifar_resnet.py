@@ -17,7 +17,17 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..registry import ConvBuilder, register_model
-from .layers import ConvFactory, ZeroPadShortcut, check_choice, check_positive, default_act, init_weights, scale_width
+from .layers import (
+    ClassifierHead,
+    ConvFactory,
+    ZeroPadShortcut,
+    backbone_convs,
+    check_choice,
+    check_positive,
+    default_act,
+    init_weights,
+    scale_width,
+)
 
 __all__ = ["BasicBlock", "Bottleneck", "CifarResNet"]
 
@@ -116,7 +126,7 @@ class Bottleneck(nn.Module):
         return self.act3(out + self.shortcut(x))
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(ClassifierHead, nn.Module):
     """He et al. CIFAR ResNet of depth 6n+2 (basic blocks) or 9n+2 (`bottleneck`, ResNet-164: outputs 4x the
     widths) with the width multiplier, shortcut and stem options above."""
 
@@ -146,16 +156,13 @@ class CifarResNet(nn.Module):
             raise ValueError(f"CifarResNet: depth must be {per_block}n+2 with n >= 1, got {depth}")
         if bottleneck and not skip:
             raise ValueError(f"{name}: a bottleneck network has skips")
-        check_positive(name, "width", width)
-        check_positive(name, "num_classes", num_classes, int)
-        check_positive(name, "in_chans", in_chans, int)
+        conv_layer = backbone_convs(name, conv, conv_kwargs, width, num_classes, in_chans, replace_stem)
         check_positive(name, "stem_stride", stem_stride, int)
         check_choice(name, "shortcut", shortcut, SHORTCUTS)
         if not skip and shortcut != "A":
             raise ValueError(f"{name}: shortcut has no meaning in a plain net (no skips), got {shortcut!r}")
         blocks = (depth - 2) // per_block
         widths = [scale_width(16, width) * m for m in (1, 2, 4)]
-        conv_layer = ConvFactory(conv, conv_kwargs, replace_stem)
         stem = widths[0] if stem_channels is None else stem_channels
         if stage_conv_kwargs is not None and len(stage_conv_kwargs) != 3:
             raise ValueError(f"{name}: stage_conv_kwargs needs one dict per stage (3), got {len(stage_conv_kwargs)}")
@@ -179,9 +186,7 @@ class CifarResNet(nn.Module):
                                              conv_layer=conv_layer, norm_layer=norm_layer, act_layer=act_layer))
                     in_ch = out_ch
             self.add_module(f"layer{i + 1}", nn.Sequential(*layers))
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten(1)
-        self.fc = nn.Linear(in_ch, num_classes)
+        self.add_classifier(in_ch, num_classes)
         self.widths = tuple(widths)
         init_weights(self)
 
@@ -190,7 +195,7 @@ class CifarResNet(nn.Module):
         return self.layer3(self.layer2(self.layer1(x)))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.flatten(self.pool(self.forward_features(x))))
+        return self.classify(self.forward_features(x))
 
 
 for _depth in (20, 32, 44, 56, 74, 110):

@@ -14,7 +14,14 @@ import torch
 from torch import Tensor, nn
 
 from ..registry import ConvBuilder, register_model
-from .layers import ConvFactory, check_positive, default_act, init_weights, scale_width
+from .layers import (
+    ClassifierHead,
+    backbone_convs,
+    check_positive,
+    default_act,
+    init_weights,
+    scale_width,
+)
 
 __all__ = ["DenseLayer", "DenseNet", "Transition"]
 
@@ -59,7 +66,7 @@ class Transition(nn.Sequential):
         self.pool = nn.AvgPool2d(2, ceil_mode=True)
 
 
-class DenseNet(nn.Module):
+class DenseNet(ClassifierHead, nn.Module):
     """CIFAR DenseNet of depth 3n+4 with growth rate `growth_rate`·width."""
 
     def __init__(
@@ -80,11 +87,8 @@ class DenseNet(nn.Module):
         super().__init__()
         if (depth - 4) % 3 or depth < 7:
             raise ValueError(f"{name}: depth must be 3n+4 with n >= 1, got {depth}")
-        check_positive(name, "width", width)
-        check_positive(name, "num_classes", num_classes, int)
-        check_positive(name, "in_chans", in_chans, int)
+        conv_layer = backbone_convs(name, conv, conv_kwargs, width, num_classes, in_chans, replace_stem)
         check_positive(name, "growth_rate", growth_rate, int)
-        conv_layer = ConvFactory(conv, conv_kwargs, replace_stem)
         growth = scale_width(growth_rate, width)
         ch = scale_width(16, width)
         layers_per_block = (depth - 4) // 3
@@ -101,9 +105,7 @@ class DenseNet(nn.Module):
                                                             act_layer=act_layer))
         self.bn = norm_layer(ch)
         self.act = act_layer()
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten(1)
-        self.fc = nn.Linear(ch, num_classes)
+        self.add_classifier(ch, num_classes)
         init_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -111,7 +113,7 @@ class DenseNet(nn.Module):
         x = self.trans1(self.block1(x))
         x = self.trans2(self.block2(x))
         x = self.act(self.bn(self.block3(x)))
-        return self.fc(self.flatten(self.pool(x)))
+        return self.classify(x)
 
 
 register_model(

@@ -28,8 +28,15 @@ from ..functional import shuffle_permutation
 from ..ops.channel import ChannelGather
 from ..registry import ConvBuilder, register_model
 from .cifar_resnet import CifarResNet
-from .layers import ConvFactory, check_positive, default_act, init_weights, make_divisible, scaled_channels
-from .mobilenet import SeparableBlock, relu6
+from .layers import (
+    ConvFactory,
+    check_positive,
+    default_act,
+    init_weights,
+    make_divisible,
+    scaled_channels,
+)
+from .mobilenet import MobileNetV2, SeparableBlock, relu6
 
 __all__ = ["IGCV3", "IGCV2Block", "IGCV2Mobilenet", "IGCV3Block", "XceptionBlock"]
 
@@ -230,9 +237,11 @@ class IGCV2Mobilenet(nn.Module):
         return self.flatten(self.classifier(self.pool(self.blocks(self.stem(x)))))
 
 
-class IGCV3(nn.Module):
-    """IGCV3 on ImageNet (Table 10): MobileNetV2's pattern with IGCV3 blocks (g1 = g2 = 2), an IGCV3*
-    block 320·α -> 1280 without the channel-wise conv, pooling and a linear classifier."""
+class IGCV3(MobileNetV2):
+    """IGCV3 on ImageNet (Table 10): MobileNetV2's skeleton with IGCV3 blocks (g1 = g2 = 2) and an IGCV3*
+    block 320·α -> 1280 without the channel-wise conv as its last layer."""
+
+    settings = IGCV3_SETTINGS
 
     def __init__(
         self,
@@ -250,35 +259,16 @@ class IGCV3(nn.Module):
         norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
         act_layer: Callable[[], nn.Module] = relu6,
     ) -> None:
-        super().__init__()
-        for option, value in (("width", width), ("num_classes", num_classes), ("in_chans", in_chans)):
-            check_positive(name, option, value, float if option == "width" else int)
-        if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
-            raise ValueError(f"{name}: dropout must be in [0, 1), got {dropout!r}")
-        conv_layer = ConvFactory(conv, conv_kwargs, replace_stem)
-        in_ch = make_divisible(32 * width)
-        last = make_divisible(1280 * max(1.0, width))
-        layers: list[nn.Module] = [
-            nn.Sequential(conv_layer(in_chans, in_ch, 3, stride=2, stem=True), norm_layer(in_ch), act_layer())
-        ]
-        for t, c, n, s in IGCV3_SETTINGS:
-            out = make_divisible(c * width)
-            for i in range(n):
-                layers.append(IGCV3Block(in_ch, out, s if i == 0 else 1, t, g1=g1, g2=g2, conv_layer=conv_layer,
-                                         norm_layer=norm_layer, act_layer=act_layer))
-                in_ch = out
-        # IGCV3*: group 1x1 to 1280 and a group 1x1 at 1280, no channel-wise conv
-        layers.append(IGCV3Block(in_ch, last, 1, last // in_ch if last % in_ch == 0 else 1, g1=g1, g2=g2,
-                                 spatial=False, conv_layer=conv_layer, norm_layer=norm_layer, act_layer=act_layer))
-        self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten(1)
-        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.fc = nn.Linear(last, num_classes)
-        init_weights(self)
+        super().__init__(name=name, conv=conv, conv_kwargs=conv_kwargs, width=width, num_classes=num_classes,
+                         in_chans=in_chans, dropout=dropout, replace_stem=replace_stem, norm_layer=norm_layer,
+                         act_layer=act_layer, block_options={"g1": g1, "g2": g2})
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.drop(self.flatten(self.pool(self.features(x)))))
+    def block(self, in_ch: int, out_ch: int, stride: int, expansion: int, **layer: Any) -> nn.Module:
+        return IGCV3Block(in_ch, out_ch, stride, expansion, **layer)
+
+    def last_layer(self, in_ch: int, out_ch: int, **layer: Any) -> nn.Module:
+        # IGCV3*: group 1x1 to 1280 and a group 1x1 at 1280, no channel-wise conv
+        return IGCV3Block(in_ch, out_ch, 1, out_ch // in_ch if out_ch % in_ch == 0 else 1, spatial=False, **layer)
 
 
 register_model(

@@ -16,12 +16,20 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..registry import ConvBuilder, register_model
-from .layers import ConvFactory, ConvNormAct, check_positive, default_act, init_weights, scaled_channels
+from .layers import (
+    ClassifierHead,
+    ConvFactory,
+    ConvNormAct,
+    check_positive,
+    default_act,
+    init_weights,
+    scaled_channels,
+)
 
 __all__ = ["EightLayerNet"]
 
 
-class EightLayerNet(nn.Module):
+class EightLayerNet(ClassifierHead, nn.Module):
     """Stem (a plain 3x3 conv) + six C -> C operator layers with BN and act + pool + classifier."""
 
     def __init__(
@@ -56,13 +64,11 @@ class EightLayerNet(nn.Module):
                                 act_layer=act_layer)
         self.blocks = nn.Sequential(*(ConvNormAct(conv_layer, c, c, 3, norm_layer=norm_layer, act_layer=act_layer)
                                       for _ in range(layers)))
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten(1)
-        self.fc = nn.Linear(c, num_classes)
+        self.add_classifier(c, num_classes)
         init_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.flatten(self.pool(self.blocks(self.stem(x)))))
+        return self.classify(self.blocks(self.stem(x)))
 
 
 def _builder(name: str, default_conv: str, default_channels: int) -> Callable[..., EightLayerNet]:

@@ -21,9 +21,11 @@ from ..ops.spec import as_pair
 from ..registry import ConvBuilder, create_conv2d, replaces, stem_default
 
 __all__ = [
+    "ClassifierHead",
     "ConvFactory",
     "ConvNormAct",
     "ZeroPadShortcut",
+    "backbone_convs",
     "check_choice",
     "check_positive",
     "default_act",
@@ -119,6 +121,32 @@ def check_positive(model: str, option: str, value: Any, kind: type = float) -> N
         ok = isinstance(value, int)
     if not ok:
         raise ValueError(f"{model}: {option} must be a positive {kind.__name__}, got {value!r}")
+
+
+def backbone_convs(model: str, conv: Any, conv_kwargs: dict[str, Any] | None, width: float, num_classes: int,
+                   in_chans: int, replace_stem: bool | None = None) -> ConvFactory:
+    """The preamble every backbone opens with: its size arguments checked (each a ValueError naming the model
+    and the option), and the factory its convs are built by."""
+    check_positive(model, "width", width)
+    check_positive(model, "num_classes", num_classes, int)
+    check_positive(model, "in_chans", in_chans, int)
+    return ConvFactory(conv, conv_kwargs, replace_stem)
+
+
+class ClassifierHead:
+    """Mixin of the classification backbones: one classifier head, the same modules and state_dict keys in
+    every one of them. `add_classifier` installs `pool` (global average), `flatten`, `drop` (nn.Dropout, or
+    nn.Identity without dropout: no parameters either way) and `fc`; `classify` runs them (TorchScript compiles
+    it as a method of the model)."""
+
+    def add_classifier(self, in_features: int, num_classes: int, dropout: float = 0.0) -> None:
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten(1)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.fc = nn.Linear(in_features, num_classes)
+
+    def classify(self, features: Tensor) -> Tensor:
+        return self.fc(self.drop(self.flatten(self.pool(features))))
 
 
 def scaled_channels(model: str, channels: int | None, default: int, width: float) -> int:

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ..registry import ConvBuilder, register_model
 from .layers import (
+    ClassifierHead,
     ConvFactory,
     ConvNormAct,
     check_choice,
@@ -63,7 +64,7 @@ class SeparableBlock(nn.Sequential):
         self.pw = ConvNormAct(conv_layer, in_ch, out_ch, 1, norm_layer=norm_layer, act_layer=act_layer)
 
 
-class MobileNetV1(nn.Module):
+class MobileNetV1(ClassifierHead, nn.Module):
     """MobileNetV1 with width multiplier α (channels max(int(c·α), 8), as TF-slim).
 
     `block="separable"` (default): the 13 depthwise-separable blocks. `block="conv"`: each becomes one 3x3
@@ -107,14 +108,11 @@ class MobileNetV1(nn.Module):
                                           act_layer=act_layer))
             in_ch = ch(out)
         self.blocks = nn.Sequential(*blocks)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten(1)
-        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.fc = nn.Linear(in_ch, num_classes)
+        self.add_classifier(in_ch, num_classes, dropout)
         init_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.drop(self.flatten(self.pool(self.blocks(self.stem(x))))))
+        return self.classify(self.blocks(self.stem(x)))
 
 
 class InvertedResidual(nn.Module):
@@ -148,8 +146,13 @@ class InvertedResidual(nn.Module):
         return x + self.conv(x) if self.residual else self.conv(x)
 
 
-class MobileNetV2(nn.Module):
-    """MobileNetV2 with width multiplier α (channels rounded to multiples of 8, as torchvision)."""
+class MobileNetV2(ClassifierHead, nn.Module):
+    """MobileNetV2 with width multiplier α (channels rounded to multiples of 8, as torchvision). The skeleton
+    (stem, `settings` of (expansion t, channels, repeats, first stride), a last layer to 1280·max(1, α),
+    pooling and a linear classifier) is also IGCV3's: a subclass gives its own `settings`, `block` and
+    `last_layer`; `block_options` reach its blocks."""
+
+    settings = V2_SETTINGS
 
     def __init__(
         self,
@@ -164,32 +167,37 @@ class MobileNetV2(nn.Module):
         replace_stem: bool | None = None,
         norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
         act_layer: Callable[[], nn.Module] = relu6,
+        block_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         _check_common(name, width, num_classes, in_chans, dropout)
         conv_layer = ConvFactory(conv, conv_kwargs, replace_stem)
+        layer = {"conv_layer": conv_layer, "norm_layer": norm_layer, "act_layer": act_layer}
         in_ch = make_divisible(32 * width)
         last = make_divisible(1280 * max(1.0, width))
-        layers: list[nn.Module] = [
-            ConvNormAct(conv_layer, in_chans, in_ch, 3, stride=2, stem=True, norm_layer=norm_layer,
-                        act_layer=act_layer)
-        ]
-        for t, c, n, s in V2_SETTINGS:
+        layers: list[nn.Module] = [ConvNormAct(conv_layer, in_chans, in_ch, 3, stride=2, stem=True,
+                                               norm_layer=norm_layer, act_layer=act_layer)]
+        for t, c, n, s in self.settings:
             out = make_divisible(c * width)
             for i in range(n):
-                layers.append(InvertedResidual(in_ch, out, s if i == 0 else 1, t, conv_layer=conv_layer,
-                                               norm_layer=norm_layer, act_layer=act_layer))
+                layers.append(self.block(in_ch, out, s if i == 0 else 1, t, **layer, **(block_options or {})))
                 in_ch = out
-        layers.append(ConvNormAct(conv_layer, in_ch, last, 1, norm_layer=norm_layer, act_layer=act_layer))
+        layers.append(self.last_layer(in_ch, last, **layer, **(block_options or {})))
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten(1)
-        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.fc = nn.Linear(last, num_classes)
+        self.add_classifier(last, num_classes, dropout)
         init_weights(self)
 
+    def block(self, in_ch: int, out_ch: int, stride: int, expansion: int, **layer: Any) -> nn.Module:
+        """One block of the body (MobileNetV2: the inverted residual)."""
+        return InvertedResidual(in_ch, out_ch, stride, expansion, **layer)
+
+    def last_layer(self, in_ch: int, out_ch: int, *, conv_layer: Callable[..., nn.Module],
+                   norm_layer: Callable[[int], nn.Module], act_layer: Callable[[], nn.Module]) -> nn.Module:
+        """The layer to the classifier's width (MobileNetV2: a 1x1 conv -BN-act)."""
+        return ConvNormAct(conv_layer, in_ch, out_ch, 1, norm_layer=norm_layer, act_layer=act_layer)
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.drop(self.flatten(self.pool(self.features(x)))))
+        return self.classify(self.features(x))
 
 
 register_model(

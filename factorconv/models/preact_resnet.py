@@ -19,7 +19,13 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..registry import ConvBuilder, register_model
-from .layers import ConvFactory, check_positive, default_act, init_weights, scale_width
+from .layers import (
+    ClassifierHead,
+    backbone_convs,
+    default_act,
+    init_weights,
+    scale_width,
+)
 
 __all__ = ["PreActBasicBlock", "PreActBottleneck", "PreActResNet"]
 
@@ -99,7 +105,7 @@ class PreActBottleneck(nn.Module):
         return out + skip
 
 
-class PreActResNet(nn.Module):
+class PreActResNet(ClassifierHead, nn.Module):
     """Pre-activation ResNet / WRN for CIFAR: 3x3 stem, three stages, BN-act, pooling, classifier.
 
     `blocks_per_stage` basic (or bottleneck) blocks at widths 16·k, 32·k, 64·k (k = `widen_factor`), all
@@ -124,13 +130,10 @@ class PreActResNet(nn.Module):
         act_layer: Callable[[], nn.Module] = default_act,
     ) -> None:
         super().__init__()
-        check_positive(name, "width", width)
-        check_positive(name, "num_classes", num_classes, int)
-        check_positive(name, "in_chans", in_chans, int)
+        conv_layer = backbone_convs(name, conv, conv_kwargs, width, num_classes, in_chans, replace_stem)
         if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
             raise ValueError(f"{name}: dropout must be in [0, 1), got {dropout!r}")
         block = PreActBottleneck if bottleneck else PreActBasicBlock
-        conv_layer = ConvFactory(conv, conv_kwargs, replace_stem)
         stem_ch = scale_width(16, width)
         planes = [scale_width(16 * widen_factor, width) * m for m in (1, 2, 4)]
 
@@ -146,14 +149,12 @@ class PreActResNet(nn.Module):
             self.add_module(f"layer{i + 1}", nn.Sequential(*layers))
         self.bn = norm_layer(in_ch)
         self.act = act_layer()
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten(1)
-        self.fc = nn.Linear(in_ch, num_classes)
+        self.add_classifier(in_ch, num_classes)
         init_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.layer3(self.layer2(self.layer1(self.conv1(x))))
-        return self.fc(self.flatten(self.pool(self.act(self.bn(x)))))
+        return self.classify(self.act(self.bn(x)))
 
 
 for _depth in (20, 56, 110):

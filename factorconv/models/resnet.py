@@ -14,12 +14,18 @@ from torch import Tensor, nn
 
 from ..registry import ConvBuilder, register_model
 from .cifar_resnet import BasicBlock, Bottleneck
-from .layers import ConvFactory, check_positive, default_act, init_weights, scale_width
+from .layers import (
+    ClassifierHead,
+    backbone_convs,
+    default_act,
+    init_weights,
+    scale_width,
+)
 
 __all__ = ["Bottleneck", "ResNet"]
 
 
-class ResNet(nn.Module):
+class ResNet(ClassifierHead, nn.Module):
     """ResNet with basic or bottleneck blocks; `cifar_stem` swaps the ImageNet stem for a 3x3/1 conv;
     `groups` / `width_per_group` make the bottlenecks ResNeXt's (an operator takes the group conv through its
     `groups` argument: DO-GConv for doconv)."""
@@ -44,10 +50,7 @@ class ResNet(nn.Module):
         act_layer: Callable[[], nn.Module] = default_act,
     ) -> None:
         super().__init__()
-        check_positive(name, "width", width)
-        check_positive(name, "num_classes", num_classes, int)
-        check_positive(name, "in_chans", in_chans, int)
-        conv_layer = ConvFactory(conv, conv_kwargs, replace_stem)
+        conv_layer = backbone_convs(name, conv, conv_kwargs, width, num_classes, in_chans, replace_stem)
         base = scale_width(64, width)
         if cifar_stem:
             self.conv1 = conv_layer(in_chans, base, 3, stem=True)
@@ -80,9 +83,7 @@ class ResNet(nn.Module):
                                             norm_layer=norm_layer, act_layer=act_layer))
                     in_ch = planes
             self.add_module(f"layer{i + 1}", nn.Sequential(*stage))
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten(1)
-        self.fc = nn.Linear(in_ch, num_classes)
+        self.add_classifier(in_ch, num_classes)
         init_weights(self)
 
     def forward_features(self, x: Tensor) -> Tensor:
@@ -91,7 +92,7 @@ class ResNet(nn.Module):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.flatten(self.pool(self.forward_features(x))))
+        return self.classify(self.forward_features(x))
 
 
 register_model(

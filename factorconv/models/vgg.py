@@ -13,14 +13,21 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..registry import ConvBuilder, register_model
-from .layers import ConvFactory, ConvNormAct, check_positive, default_act, init_weights, scale_width
+from .layers import (
+    ClassifierHead,
+    ConvNormAct,
+    backbone_convs,
+    default_act,
+    init_weights,
+    scale_width,
+)
 
 __all__ = ["VGG"]
 
 VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
 
-class VGG(nn.Module):
+class VGG(ClassifierHead, nn.Module):
     """VGG with BN from a config of channel counts and "M" (2x2 max-pool)."""
 
     def __init__(
@@ -38,10 +45,7 @@ class VGG(nn.Module):
         act_layer: Callable[[], nn.Module] = default_act,
     ) -> None:
         super().__init__()
-        check_positive(name, "width", width)
-        check_positive(name, "num_classes", num_classes, int)
-        check_positive(name, "in_chans", in_chans, int)
-        conv_layer = ConvFactory(conv, conv_kwargs, replace_stem)
+        conv_layer = backbone_convs(name, conv, conv_kwargs, width, num_classes, in_chans, replace_stem)
         layers: list[nn.Module] = []
         in_ch = in_chans
         for item in config:
@@ -53,13 +57,11 @@ class VGG(nn.Module):
                                           norm_layer=norm_layer, act_layer=act_layer))
                 in_ch = out_ch
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten(1)
-        self.fc = nn.Linear(in_ch, num_classes)
+        self.add_classifier(in_ch, num_classes)
         init_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.flatten(self.pool(self.features(x))))
+        return self.classify(self.features(x))
 
 
 register_model(

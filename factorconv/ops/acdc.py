@@ -11,14 +11,13 @@ Options: `atoms` (m), `share` ("layer", "stage": a run of layers with equal outp
 size, "net"), `group_size` (s: the ACDC-g variants: groups of s channels, A is s × s × m, one atom set
 per group, outputs combined by a channel shuffle), `atom_drop` (p: in training each atom is zeroed with
 probability p and the survivors scaled by 1/(1-p); never in eval). Atoms are orthogonally initialised,
-coefficients Kaiming normal. Sharing is decided for the whole model (`share_coefficients`, which
-`create_model` and `convert` call); `expand` loosens sharing or adds atoms without changing outputs.
+coefficients Kaiming normal. Sharing is decided for the whole model, in `factorconv.sharing`
+(`share_coefficients`, which `create_model` and `convert` call; `expand`, which loosens sharing or adds atoms
+without changing outputs); the joint least-squares fit of a unit is in `factorconv.ops.fitting`.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
 from typing import Any, ClassVar
 
 import torch
@@ -29,9 +28,11 @@ from ..registry import register_conv
 from .base import ConvOperator
 from .chain import ChainPart, ChainPlan, Gather, compose_plan, deploy_plan, gather_indices
 from .channel import ChannelGather
+from .examples import Draw, ExampleShape
+from .fitting import fit_shared_coefficients
 from .spec import Cost, conv_macs, float_bits
 
-__all__ = ["ACDCConv2d", "CoefficientBank", "expand", "fit_shared_coefficients", "share_coefficients"]
+__all__ = ["SHARES", "ACDCConv2d", "CoefficientBank", "orthogonal_atoms"]
 
 SHARES = ("layer", "stage", "net")
 
@@ -95,7 +96,7 @@ class CoefficientBank(nn.Module):
                 offset += sets
 
 
-def _orthogonal_atoms(atoms: Tensor) -> None:
+def orthogonal_atoms(atoms: Tensor) -> None:
     """Orthogonal rows (or columns, when m > kh·kw) for every atom set; nothing to do on the meta device."""
     if atoms.is_meta:
         return
@@ -118,6 +119,16 @@ class ACDCConv2d(ConvOperator):
     __jit_ignored_attributes__: ClassVar[list[str]] = [
         *ConvOperator.__jit_ignored_attributes__, "_shared_bank", "_fit_target",
     ]
+
+    @classmethod
+    def example_config(cls, draw: Draw, shape: ExampleShape) -> tuple[ExampleShape, dict[str, Any]]:
+        options: dict[str, Any] = {"atoms": draw.integer(1, 12), "atom_drop": draw.choice([0.0, 0.2])}
+        if shape.groups == 1 and draw.boolean():  # ACDC-g: groups of s channels, channels kept or grown
+            s = draw.integer(1, 6)
+            cin = s * draw.integer(1, 3)
+            shape = shape.with_(in_channels=cin, out_channels=cin * draw.integer(1, 2))
+            options["group_size"] = s
+        return shape, options
 
     def __init__(
         self,
@@ -183,7 +194,7 @@ class ACDCConv2d(ConvOperator):
         self.out_shuffle = nn.Identity() if gathers[1] is None else gathers[1].module()
         kh, kw = self.kernel_size
         self.atoms = nn.Parameter(torch.empty(sets, atoms, kh, kw))
-        _orthogonal_atoms(self.atoms)
+        orthogonal_atoms(self.atoms)
         self.coefficient_bank = CoefficientBank(*block, atoms)
         self.coefficient_bank._members.append(self)
         self._fit_target: Tensor | None = None
@@ -340,7 +351,7 @@ class ACDCConv2d(ConvOperator):
         fit_shared_coefficients(self.bank, {self: weight})
         if self.bias is not None:
             self.bias.copy_(bias if bias is not None else torch.zeros_like(self.bias))
-        return self._fit_error(weight)
+        return self.kernel_error(weight)
 
     def extra_repr(self) -> str:
         s = super().extra_repr() + f", atoms={self.atoms_count}, share={self.share!r}"
@@ -349,234 +360,4 @@ class ACDCConv2d(ConvOperator):
         if self.atom_drop:
             s += f", atom_drop={self.atom_drop}"
         return s
-
-    @classmethod
-    def finalize_model(cls, model: nn.Module, input_size: tuple[int, ...] | None = None,
-                       example: Any = None) -> None:
-        """Called by create_model / convert: bind the shared banks (see `share_coefficients`)."""
-        share_coefficients(model, input_size, example)
-
-
-def _layers_in_forward_order(model: nn.Module, input_size: tuple[int, ...] | None,
-                             example: Any = None) -> list[tuple[ACDCConv2d, tuple]]:
-    """(layer, output shape) of every ACDC layer, in the order one forward pass calls them: `model(*example)`
-    (a tensor or a tuple of the forward's arguments), else a batch of zeros of `input_size` (C, H, W), else
-    the registered model's input size; a model that is none of these cannot be run, and says so."""
-    layers = [m for m in model.modules() if isinstance(m, ACDCConv2d)]
-    if not layers:
-        return []
-    first = next(iter(model.parameters()))
-    if example is None:
-        if input_size is None:
-            input_size = _registered_input_size(model)
-        if input_size is None:
-            raise ValueError("ACDC with share='stage' finds its stages by running the model once, and this model's "
-                             "input is unknown: pass convert(..., input_size=(C, H, W)) or example=<an input>")
-        example = torch.zeros((1, *input_size), device=first.device, dtype=first.dtype)
-    args = example if isinstance(example, tuple) else (example,)
-    seen: list[tuple[ACDCConv2d, tuple]] = []
-    hooks = [m.register_forward_hook(lambda mod, args, out: seen.append((mod, tuple(out.shape))))
-             for m in layers]
-    flags = {m: m.training for m in model.modules()}
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(*args)
-    except Exception as err:
-        raise ValueError(f"ACDC with share='stage' runs the model once to find its stages, and that forward pass "
-                         f"failed on the example input ({type(err).__name__}: {str(err).splitlines()[0][:160]}); "
-                         "pass the right input_size=(C, H, W) or example=") from None
-    finally:
-        for h in hooks:
-            h.remove()
-        for m, flag in flags.items():
-            m.training = flag
-    order, done = [], set()
-    for layer, shape in seen:
-        if id(layer) not in done:
-            done.add(id(layer))
-            order.append((layer, shape))
-    # layers the forward never reached keep their own banks
-    return order
-
-
-def _registered_input_size(model: nn.Module) -> tuple[int, int, int] | None:
-    config = getattr(model, "build_config", None)
-    if not config:
-        return None
-    from ..registry import model_entry
-
-    size = model_entry(config["model"]).input_size
-    return (config.get("in_chans", size[0]), size[1], size[2])
-
-
-def share_coefficients(model: nn.Module, input_size: tuple[int, ...] | None = None, example: Any = None) -> None:
-    """Give every sharing unit of `model` one CoefficientBank (each layer's `share` option says which
-    unit it belongs to: itself, its stage, or the net; layers also group by their number of atoms).
-
-    A stage is a run of layers, in execution order, with equal output width and feature size, found by one
-    forward pass on `example` (or zeros of `input_size`, or the registered model's input size); only
-    share="stage" needs that pass: "net" takes the layers in the model's order and "layer" shares nothing.
-    Layers initialised by from_conv are fitted jointly to their original kernels (`fit_shared_coefficients`).
-    """
-    for members in _sharing_units(model, input_size, example):
-        _bind(members)
-
-
-def _sharing_units(model: nn.Module, input_size: tuple[int, ...] | None,
-                   example: Any = None) -> list[list[ACDCConv2d]]:
-    """The layers that share one bank, per unit: by the `share` scope of each layer (stage: a run of layers
-    with equal output width and feature size, in execution order) and its number of atoms. Layers with
-    share="layer" form no unit."""
-    layers = [m for m in model.modules() if isinstance(m, ACDCConv2d)]
-    if any(m.share == "stage" for m in layers):
-        ordered = _layers_in_forward_order(model, input_size, example)
-    else:  # net and layer scopes need no stages: no forward pass, so any model converts
-        ordered = [(m, ()) for m in layers if m.share != "layer"]
-    units: dict[Any, list[ACDCConv2d]] = {}
-    stage, last_shape = 0, None
-    for layer, shape in ordered:
-        if shape[1:] != last_shape:
-            stage, last_shape = stage + 1, shape[1:]
-        if layer.share != "layer":
-            key = ("net",) if layer.share == "net" else ("stage", stage)
-            units.setdefault((*key, layer.atoms_count), []).append(layer)
-    return list(units.values())
-
-
-def _bind(members: list[ACDCConv2d]) -> CoefficientBank:
-    out = max(m.block[0] for m in members)
-    cin = max(m.block[1] for m in members)
-    ref = members[0].bank.coefficients
-    with torch.device(ref.device):
-        bank = CoefficientBank(out, cin, members[0].atoms_count).to(dtype=ref.dtype)
-    for i, layer in enumerate(members):
-        layer._use_bank(bank, owner=i == 0)
-    bank._members = list(members)
-    targets = {m: m._fit_target for m in members if m._fit_target is not None}
-    if targets and len(targets) == len(members):
-        with torch.no_grad():
-            fit_shared_coefficients(bank, targets)
-            for m, t in targets.items():
-                m.fit_error = m._fit_error(t)
-    for m in members:
-        m._fit_target = None  # only needed until the joint fit
-    return bank
-
-
-@torch.no_grad()
-def fit_shared_coefficients(bank: CoefficientBank, targets: dict[ACDCConv2d, Tensor], iters: int = 30) -> None:
-    """Least squares for the shared A and every member's atoms against dense target kernels, by
-    alternating minimisation (each step an exact linear least-squares problem, solved with the SVD-based
-    driver so that rank-deficient cases, m > kh·kw included, stay stable); keeps the best iterate.
-
-    A-step: every entry A[o, i] is fitted to the blocks of the members whose slice contains it; members'
-    slices are leading blocks, so the entries split into rectangles covered by the same members, each one
-    least-squares solve. D-step: each atom set is the least-squares solution for the fixed A. Atoms start
-    from the top right singular vectors of each member's blocks.
-    """
-    a = bank.coefficients
-    m = a.shape[2]
-    blocks = {mem: mem.blocks_from_dense(t.to(a)) for mem, t in targets.items()}  # (sets, so, si, L)
-    atoms: dict[ACDCConv2d, Tensor] = {}
-    for mem, b in blocks.items():
-        _, _, vh = torch.linalg.svd(b.reshape(-1, b.shape[-1]), full_matrices=False)
-        d = torch.zeros(m, b.shape[-1], dtype=a.dtype, device=a.device)
-        r = min(m, vh.shape[0])
-        d[:r] = vh[:r]
-        atoms[mem] = d.expand(b.shape[0], m, b.shape[-1]).clone()
-    o_cuts = sorted({0, *(mem.block[0] for mem in blocks)})
-    i_cuts = sorted({0, *(mem.block[1] for mem in blocks)})
-    rects = []
-    for (o0, o1), (i0, i1) in itertools.product(itertools.pairwise(o_cuts), itertools.pairwise(i_cuts)):
-        covering = [mem for mem in blocks if mem.block[0] >= o1 and mem.block[1] >= i1]
-        if covering:
-            rects.append(((o0, o1), (i0, i1), covering))
-    total = sum(b.pow(2).sum() for b in blocks.values()).clamp_min(1e-30)
-    driver = "gelsd" if a.device.type == "cpu" else None
-
-    def solve(lhs: Tensor, rhs: Tensor) -> Tensor:
-        return torch.linalg.lstsq(lhs, rhs, driver=driver).solution
-
-    def residual() -> float:
-        err = 0.0
-        for mem, b in blocks.items():
-            so, si = mem.block
-            fitted = torch.einsum("osm,jml->josl", a[:so, :si], atoms[mem])
-            err += float((fitted - b).pow(2).sum())
-        return err / float(total)
-
-    best, best_state = math.inf, None
-    for _ in range(iters):
-        for (o0, o1), (i0, i1), covering in rects:
-            # rows: every (member, set, tap) whose block covers the rectangle; columns: its entries
-            basis = torch.cat([atoms[mem].permute(0, 2, 1).reshape(-1, m) for mem in covering])  # (ΣL, m)
-            values = torch.cat([blocks[mem][:, o0:o1, i0:i1].permute(0, 3, 1, 2).reshape(-1, (o1 - o0) * (i1 - i0))
-                                for mem in covering])  # (ΣL, entries)
-            a[o0:o1, i0:i1] = solve(basis, values).t().reshape(o1 - o0, i1 - i0, m)
-        for mem, b in blocks.items():
-            so, si = mem.block
-            lhs = a[:so, :si].reshape(1, so * si, m).expand(b.shape[0], -1, -1)
-            atoms[mem] = solve(lhs, b.reshape(b.shape[0], so * si, -1))
-        err = residual()
-        if err < best - 1e-12:
-            best, best_state = err, (a.clone(), {mem: d.clone() for mem, d in atoms.items()})
-        else:
-            break  # converged, or the numerics stopped helping
-    if best_state is not None:
-        a.copy_(best_state[0])
-        atoms = best_state[1]
-    for mem, d in atoms.items():
-        mem.atoms.copy_(d.reshape_as(mem.atoms))
-        mem._cache = mem._fast = None
-
-
-def expand(model: nn.Module, share: str | None = None, atoms: int | None = None,
-           input_size: tuple[int, ...] | None = None, example: Any = None) -> nn.Module:
-    """Architecture adaptivity (paper appendix E): make a trained ACDC model less shared (`share`:
-    "net" -> "stage" -> "layer") and/or give it more atoms, in place, with outputs unchanged at the moment
-    of expansion; every parameter stays trainable.
-
-    Less sharing copies each new unit's slice of its old bank; more atoms append zero coefficients and
-    fresh orthogonal atoms (so A·D is unchanged, and both start to learn at the next step).
-    """
-    layers = [m for m in model.modules() if isinstance(m, ACDCConv2d)]
-    if not layers:
-        raise ValueError("expand: the model has no ACDC layers")
-    if share is not None:
-        if share not in SHARES:
-            raise ValueError(f"expand: share must be one of {', '.join(SHARES)}, got {share!r}")
-        rank = {s: i for i, s in enumerate(SHARES[::-1])}  # net 0, stage 1, layer 2
-        if any(rank[share] < rank[layer.share] for layer in layers):
-            raise ValueError(f"expand: cannot go from {layers[0].share!r} to more sharing ({share!r})")
-    old = {layer: (layer.bank.coefficients.detach().clone(), layer.atoms.detach().clone()) for layer in layers}
-    if atoms is not None and (
-        isinstance(atoms, bool) or not isinstance(atoms, int) or atoms < max(lay.atoms_count for lay in layers)
-    ):
-        raise ValueError(f"expand: atoms must be an int >= the current number of atoms, got {atoms!r}")
-    for layer in layers:
-        a, d = old[layer]
-        if share is not None:
-            layer.share = share
-        if atoms is not None and atoms > layer.atoms_count:
-            extra = atoms - layer.atoms_count
-            fresh = torch.empty(d.shape[0], extra, *d.shape[2:], dtype=d.dtype, device=d.device)
-            _orthogonal_atoms(fresh)
-            d = torch.cat([d, fresh], 1)
-            a = torch.cat([a, a.new_zeros(*a.shape[:2], extra)], 2)
-            layer.atoms_count = atoms
-            layer.atoms = nn.Parameter(d)
-        own = CoefficientBank(*layer.block, layer.atoms_count).to(a)
-        with torch.no_grad():
-            own.coefficients.copy_(a[: layer.block[0], : layer.block[1]])
-        layer._use_bank(own, owner=True)
-        own._members = [layer]
-    # rebind the wider units, each new bank starting as its members' common slice of the old one
-    for members in _sharing_units(model, input_size, example):
-        coefficients = [m.bank.coefficients.detach().clone() for m in members]
-        bank = _bind(members)
-        with torch.no_grad():
-            for c in coefficients:
-                bank.coefficients[: c.shape[0], : c.shape[1]] = c
-    return model
 

@@ -19,7 +19,6 @@ kernel, run one conv) and feature composition (run the factors as a chain) from 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -27,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .examples import Draw, ExampleShape
+from .fitting import fit_kernel
 from .runtime import compose_for_cache, dense_strides, in_layout
 from .spec import ConvSpec, Cost, float_bits
 from .speed import FEATURE_PATH_MARGIN
@@ -41,6 +42,22 @@ def is_operator(module: nn.Module) -> bool:
     return isinstance(module, OperatorMixin)
 
 
+class NormAffine:
+    """Mixin of the layers with an inner BatchNorm `self.norm` (or None): folding it. A method, so that
+    TorchScript compiles it with the layer (a free function taking the BatchNorm would not script)."""
+
+    def _norm_affine(self) -> tuple[Tensor, Tensor] | None:
+        """The eval-mode BatchNorm as scale and shift per channel: y = scale·x + shift (None without one)."""
+        bn = self.norm
+        if bn is None:
+            return None
+        scale = torch.rsqrt(bn.running_var + bn.eps)
+        shift = -bn.running_mean * scale
+        if bn.affine:
+            scale, shift = scale * bn.weight, shift * bn.weight + bn.bias
+        return scale, shift
+
+
 class OperatorMixin:
     """Protocol methods shared by `ConvOperator` and the plain `conv` baseline (an nn.Conv2d subclass)."""
 
@@ -51,6 +68,15 @@ class OperatorMixin:
     from_conv_exact: ClassVar[bool] = True
     # Whether dense_weight() is exact for the forward in training mode too (False with a BatchNorm inside).
     linear_in_train: ClassVar[bool] = True
+    # Whether torch.jit.script compiles the operator as trained (every deploy form scripts; docs/deploy.md).
+    # tests/test_hostile.py checks this flag both ways for every registered operator.
+    scriptable: ClassVar[bool] = False
+
+    @classmethod
+    def example_config(cls, draw: Draw, shape: ExampleShape) -> tuple[ExampleShape, dict[str, Any]]:
+        """A valid configuration for the property tests (`factorconv.ops.examples`): `shape` adjusted where the
+        operator constrains it, and its own options drawn with `draw`. Default: the shape as it is, no options."""
+        return shape, {}
 
     @property
     def spec(self) -> ConvSpec:
@@ -146,7 +172,9 @@ class OperatorMixin:
         """
         return False
 
-    def _fit_error(self, weight: Tensor) -> float:
+    def kernel_error(self, weight: Tensor) -> float:
+        """The relative (Frobenius) error of this operator's dense kernel against `weight`: what
+        `load_from_conv` returns after setting the parameters (nan on the meta device)."""
         if weight.is_meta:  # counting on the meta device: there are no values to compare
             return float("nan")
         fitted = self.dense_weight().detach()
@@ -337,35 +365,9 @@ class ConvOperator(OperatorMixin, nn.Module):
         return F.conv2d(x, weight, self.dense_bias(), self.stride, self.padding, self.dilation, self.groups)
 
     def fit_kernel(self, weight: Tensor, steps: int = 400, lr: float = 0.05) -> float:
-        """Fit the operator's parameters (in place) so that dense_weight() approximates `weight` in least
-        squares, by Adam with a cosine schedule; returns the relative error of the best iterate.
-
-        For factorizations without a closed-form fit (structured, non-convex): an approximation whose
-        quality `from_conv` reports as `fit_error`. The bias is not touched.
-        """
-        params = [p for p in self.parameters() if p.requires_grad and p is not self.bias]
-        target = weight.detach().to(dtype=params[0].dtype, device=params[0].device)
-        norm = target.pow(2).sum().clamp_min(1e-30)
-        # Adam's steps are absolute: scale the rate to the parameters' own magnitude
-        scale = torch.cat([p.detach().flatten() for p in params]).abs().mean().clamp_min(1e-8)
-        opt = torch.optim.Adam(params, lr=lr * float(scale))
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-        best, best_state = math.inf, None
-        with torch.enable_grad():
-            for _ in range(steps):
-                opt.zero_grad(set_to_none=True)
-                loss = (self.dense_weight() - target).pow(2).sum() / norm
-                if loss.item() < best:
-                    best, best_state = loss.item(), [p.detach().clone() for p in params]
-                loss.backward()
-                opt.step()
-                sched.step()
-        with torch.no_grad():
-            final = float(((self.dense_weight() - target).pow(2).sum() / norm).item())
-            if best_state is not None and best < final:
-                for p, v in zip(params, best_state, strict=True):
-                    p.copy_(v)
-        return self._fit_error(weight)
+        """Fit the parameters to `weight` by gradient descent (`factorconv.ops.fitting.fit_kernel`); returns
+        the relative error of the best iterate. For factorizations without a closed-form fit."""
+        return fit_kernel(self, weight, steps, lr)
 
     @torch.jit.unused
     def _eager_forward(self, x: Tensor) -> Tensor:

@@ -4,13 +4,16 @@ depthwise-separable (`dsep`) and spatial-separable (`ssep`) convolution.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..functional import expand_grouped_kernel
 from ..registry import register_conv
-from .base import ConvOperator, OperatorMixin
+from .base import ConvOperator, NormAffine, OperatorMixin
+from .examples import Draw, ExampleShape
 from .spec import ConvSpec, Cost, conv_macs, dense_cost, float_bits
 from .speed import SSEP_FEATURE_PATH_MARGIN
 
@@ -70,6 +73,11 @@ class DepthwiseConv2d(StandardConv2d):
     out_channels must be a multiple of in_channels (the channel multiplier). `groups` may be 1 (the
     layer being replaced is a dense conv) or in_channels; the layer always has groups = in_channels.
     """
+
+    @classmethod
+    def example_config(cls, draw: Draw, shape: ExampleShape) -> tuple[ExampleShape, dict[str, Any]]:
+        cin = shape.in_channels
+        return shape.with_(out_channels=cin * draw.integer(1, 3), groups=draw.choice([1, cin])), {}
 
     def __init__(
         self,
@@ -140,7 +148,7 @@ def _copy_conv(conv: nn.Conv2d, weight: Tensor | None = None, bias: Tensor | Non
 
 
 @register_conv("dsep")
-class DepthwiseSeparableConv2d(_TwoFactorOperator):
+class DepthwiseSeparableConv2d(NormAffine, _TwoFactorOperator):
     """Depthwise-separable convolution: depthwise k×k (channel multiplier `multiplier`, or "auto": out/in when
     out is a multiple of in), then pointwise 1x1.
 
@@ -151,6 +159,10 @@ class DepthwiseSeparableConv2d(_TwoFactorOperator):
     """
 
     has_feature_path = True
+
+    @classmethod
+    def example_config(cls, draw: Draw, shape: ExampleShape) -> tuple[ExampleShape, dict[str, Any]]:
+        return shape, {"multiplier": draw.integer(1, 3), "norm": draw.boolean()}
 
     def __init__(
         self,
@@ -185,18 +197,6 @@ class DepthwiseSeparableConv2d(_TwoFactorOperator):
     @property
     def linear_in_train(self) -> bool:
         return self.norm is None
-
-    def _norm_affine(self) -> tuple[Tensor, Tensor] | None:
-        """The eval-mode BatchNorm as scale and shift per channel."""
-        bn = self.norm
-        if bn is None:
-            return None
-        scale = torch.rsqrt(bn.running_var + bn.eps)
-        shift = -bn.running_mean * scale
-        if bn.affine:
-            scale = scale * bn.weight
-            shift = shift * bn.weight + bn.bias
-        return scale, shift
 
     def dense_weight(self) -> Tensor:
         g, m = self.groups, self.multiplier
@@ -279,7 +279,7 @@ class DepthwiseSeparableConv2d(_TwoFactorOperator):
         self.second.weight.copy_(pw.reshape_as(self.second.weight))
         if self.bias is not None and bias is not None:
             self.bias.copy_(bias)
-        return self._fit_error(weight)
+        return self.kernel_error(weight)
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
@@ -298,6 +298,11 @@ class SpatialSeparableConv2d(_TwoFactorOperator):
 
     has_feature_path = True
     feature_path_margin = SSEP_FEATURE_PATH_MARGIN  # its factors are dense convs (ops/speed.py)
+
+    @classmethod
+    def example_config(cls, draw: Draw, shape: ExampleShape) -> tuple[ExampleShape, dict[str, Any]]:
+        g = shape.groups
+        return shape, {"mid_channels": g * draw.integer(1, max(1, shape.max_channels // g))}
 
     def __init__(
         self,
@@ -372,7 +377,7 @@ class SpatialSeparableConv2d(_TwoFactorOperator):
         self.first.weight.copy_(first.reshape_as(self.first.weight))
         if self.bias is not None and bias is not None:
             self.bias.copy_(bias)
-        return self._fit_error(weight)
+        return self.kernel_error(weight)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", mid_channels={self.mid_channels}"

@@ -22,14 +22,15 @@ compensates the change exactly: ±1·z = 2·M·z − (sum of z over the group's 
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..registry import register_conv
-from .base import ConvOperator
+from .base import ConvOperator, NormAffine
+from .examples import Draw, ExampleShape
 from .spec import Cost, conv_macs, conv_output_hw, float_bits
 
 __all__ = ["BalancedDecoupledConv2d", "DecoupledConv2d", "PackedBDSC", "decouple", "pack_bits", "unpack_bits"]
@@ -61,6 +62,8 @@ class DecoupledConv2d(_PaddedInput):
     to show the equivalence and as the p = Kh·Kw end of the BDSC family."""
 
     has_feature_path = True
+
+    scriptable = True
 
     def __init__(
         self,
@@ -120,7 +123,7 @@ class DecoupledConv2d(_PaddedInput):
         self.pointwise.copy_(weight.permute(0, 2, 3, 1).reshape_as(self.pointwise))
         if self.bias is not None:
             self.bias.copy_(bias if bias is not None else torch.zeros_like(self.bias))
-        return self._fit_error(weight)
+        return self.kernel_error(weight)
 
 
 def decouple(conv: nn.Conv2d) -> DecoupledConv2d:
@@ -142,7 +145,7 @@ class _SignSTE(torch.autograd.Function):
 
 
 @register_conv("bdsc")
-class BalancedDecoupledConv2d(_PaddedInput):
+class BalancedDecoupledConv2d(NormAffine, _PaddedInput):
     """BDSC-p (Algorithm 1): 1x1 conv C_in -> S = p·C_out, optional BatchNorm, then a Kh×Kw conv S -> C_out
     whose kernel is α·sign(Q) for a latent Q in [-1, 1] (straight-through gradient); `binary=False` for
     BDSC-float. Options: `p`, `norm`, `binary`, `latent_scale` (module docstring). With `norm`, eval-mode
@@ -151,6 +154,12 @@ class BalancedDecoupledConv2d(_PaddedInput):
 
     has_feature_path = True
     from_conv_exact: ClassVar[bool] = False  # a binary configuration cannot represent a general conv
+
+    scriptable = True
+
+    @classmethod
+    def example_config(cls, draw: Draw, shape: ExampleShape) -> tuple[ExampleShape, dict[str, Any]]:
+        return shape, {"p": draw.choice([0.5, 1, 2]), "norm": draw.boolean(), "binary": draw.boolean()}
 
     def __init__(
         self,
@@ -224,16 +233,6 @@ class BalancedDecoupledConv2d(_PaddedInput):
         if not self.binary:
             return 1.0
         return 0.5 if self.latent.is_meta else float((self.latent >= 0).float().mean())
-
-    def _norm_affine(self) -> tuple[Tensor, Tensor] | None:
-        bn = self.norm
-        if bn is None:
-            return None
-        scale = torch.rsqrt(bn.running_var + bn.eps)
-        shift = -bn.running_mean * scale
-        if bn.affine:
-            scale, shift = scale * bn.weight, shift * bn.weight + bn.bias
-        return scale, shift
 
     def dense_weight(self) -> Tensor:
         g = self.groups
@@ -309,7 +308,7 @@ class BalancedDecoupledConv2d(_PaddedInput):
         self.fit_kernel(weight)
         self.train(was)
         self.clamp_()
-        return self._fit_error(weight)
+        return self.kernel_error(weight)
 
     def pack(self) -> PackedBDSC:
         """The deploy form: bit-packed configuration, exact in eval mode (see the module docstring)."""
@@ -370,7 +369,7 @@ def unpack_bits(packed: Tensor, shape: list[int]) -> Tensor:
     return bits.reshape(-1)[:count].view(shape)
 
 
-class PackedBDSC(nn.Module):
+class PackedBDSC(NormAffine, nn.Module):
     """BDSC deployed: the 1x1 conv and BatchNorm as trained, the configuration as packed bits, α per output.
 
     y = α ⊙ (2·conv(z, M) − box(z)) + bias with z = BN(1x1(pad(x))), M = (sign(Q) + 1)/2, box(z) the sum of z
@@ -461,11 +460,9 @@ class PackedBDSC(nn.Module):
         with torch.no_grad():
             w = self.pointwise.detach()
             bias = torch.zeros(self.hidden, dtype=w.dtype, device=w.device)
-            if self.norm is not None:
-                bn = self.norm
-                scale = torch.rsqrt(bn.running_var + bn.eps) * (bn.weight if bn.affine else 1)
-                bias = (bn.bias if bn.affine else 0) - bn.running_mean * scale
-                w = w * scale.view(-1, 1, 1, 1)
+            affine = self._norm_affine()
+            if affine is not None:
+                w, bias = w * affine[0].view(-1, 1, 1, 1), affine[1]
             first = nn.Conv2d(self.in_channels, self.hidden, 1, 1, self.padding, 1, self.groups, bias=True,
                               device=w.device, dtype=w.dtype)
             first.weight.copy_(w)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +34,7 @@ from torch import Tensor, nn
 
 from ..registry import register_conv
 from .base import ConvOperator
+from .examples import Draw, ExampleShape
 from .spec import Cost, conv_macs, float_bits
 
 __all__ = ["DOConv2d", "over_parameterization_basis"]
@@ -64,6 +66,15 @@ class DOConv2d(ConvOperator):
     """
 
     has_feature_path = True
+
+    scriptable = True
+
+    @classmethod
+    def example_config(cls, draw: Draw, shape: ExampleShape) -> tuple[ExampleShape, dict[str, Any]]:
+        if draw.boolean():  # DO-DConv: depthwise, with a channel multiplier
+            shape = shape.with_(groups=shape.in_channels, out_channels=shape.in_channels * draw.integer(1, 3))
+        mn = shape.kernel_size[0] * shape.kernel_size[1]
+        return shape, {"D_mul": draw.choice([None, max(1, mn - 2), mn, mn + 1, 2 * mn + 3])}
 
     def __init__(
         self,
@@ -223,7 +234,7 @@ class DOConv2d(ConvOperator):
             self.D.copy_(d.reshape_as(self.D) - self.D_diag)
         if self.bias is not None:
             self.bias.copy_(bias if bias is not None else torch.zeros_like(self.bias))
-        return self._fit_error(weight)
+        return self.kernel_error(weight)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", D_mul={self.D_mul}" + (", D_init=random" if self.D_init == "random" else "")

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from ..registry import register_conv
 from .chain import ChainPart, ChainPlan, Gather, GroupConvChain
 from .channel import Reach, chain_reach
+from .examples import Draw, ExampleShape
 
 __all__ = [
     "Connectivity",
@@ -120,6 +121,18 @@ class IGCV2Plan:
         """Eq. 7: C·S·K_1 + C·ΣK_l (l >= 2); permutations are free."""
         k = self.branch_sizes
         return self.channels * (self.spatial * k[0] + sum(k[1:]))
+
+    def to_dict(self, kernel: tuple[int, int] | None = None) -> dict[str, Any]:
+        """The plan as JSON-able data: each conv's channels, kernel (the spatial one `kernel`, default square of
+        `spatial` taps), groups and branch size; the continuous optimum; the parameters."""
+        c = self.channels
+        side = round(self.spatial ** 0.5)
+        kernel = kernel or (side, side)
+        parts = [{"in": c, "out": c, "kernel": list(kernel) if i == 0 else [1, 1], "groups": c // k, "branch": k}
+                 for i, k in enumerate(self.branch_sizes)]
+        return {"operator": "igcv2", "parts": parts, "branch_sizes": list(self.branch_sizes),
+                "continuous_branch": self.continuous_branch, "continuous_L": self.continuous_L,
+                "params": self.params}
 
 
 @functools.lru_cache(maxsize=4096)
@@ -301,6 +314,12 @@ class InterleavedGroupConv1(GroupConvChain):
     padding and dilation. A conv with `groups` > 1 runs one IGCV1 per group.
     """
 
+    @classmethod
+    def example_config(cls, draw: Draw, shape: ExampleShape) -> tuple[ExampleShape, dict[str, Any]]:
+        per_group, parts, g = draw.integer(1, 3), draw.integer(1, 3), shape.groups  # partitions divide both widths
+        return shape.with_(in_channels=g * parts * draw.integer(1, 2), out_channels=g * parts * per_group), {
+            "partitions": parts}
+
     def __init__(
         self,
         in_channels: int,
@@ -338,6 +357,18 @@ class InterleavedGroupConv2(GroupConvChain):
     The first 1x1 conv's input slots are padded to a multiple of its groups where needed (64 -> 216 with
     K = 8 has 27 groups), by repeating channels: counted as padded group convs are.
     """
+
+    @classmethod
+    def example_config(cls, draw: Draw, shape: ExampleShape) -> tuple[ExampleShape, dict[str, Any]]:
+        g, k, width = shape.groups, draw.integer(1, 4), draw.integer(1, 3)
+        cout = g * k * width
+        cin = g * (cout // g // k) * draw.integer(1, 2)  # divisible by the 1x1 group count
+        options: dict[str, Any] = {"K": k, "L": draw.integer(2, 4), "channelwise": True}
+        if draw.boolean():
+            branch = draw.integer(1, 2)
+            cin = cout = g * k * width * branch
+            options = {"branch_sizes": [branch, k, k], "channelwise": False}
+        return shape.with_(in_channels=cin, out_channels=cout), options
 
     def __init__(
         self,

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from ..registry import register_conv
 from .chain import ChainPart, ChainPlan, Gather, GroupConvChain
 from .channel import Reach, chain_reach
+from .examples import Draw, ExampleShape
 from .spec import as_pair, conv_output_hw
 
 __all__ = [
@@ -96,6 +97,15 @@ class OsepPlan:
     @property
     def params(self) -> int:
         return sum(p.params for p in self.parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as JSON-able data: each part's channels, kernel, groups, channels per group, padded widths
+        and parameters; eq. 17's continuous group counts; the total parameters."""
+        parts = [{"in": p.in_channels, "out": p.out_channels, "kernel": list(p.kernel_size), "groups": p.groups,
+                  "channels_per_group": p.channels_per_group, "in_padded": p.in_padded, "out_padded": p.out_padded,
+                  "params": p.params} for p in self.parts]
+        return {"operator": "sosep" if self.spatial else "osep", "parts": parts,
+                "continuous_groups": list(self.continuous_groups), "params": self.params}
 
     def geometry(
         self, stride: Any = 1, padding: Any = None, dilation: Any = 1
@@ -197,6 +207,51 @@ def _geometric_level(need: float, sizes: list[int]) -> float:
         return math.exp((math.log(need) + sum(math.log(x) for x in sizes)) / len(sizes))
 
 
+def _preset_groups(groups: Sequence[int | None] | None, channels: list[int], n: int) -> dict[int, float]:
+    """The group counts the caller presets (masks), by part, checked against eq. 16."""
+    fixed: dict[int, float] = {}
+    if groups is None:
+        return fixed
+    groups = list(groups)
+    if len(groups) != n:
+        raise ValueError(f"plan_osep: groups needs {n} entries (int or None), got {len(groups)}")
+    for i, g in enumerate(groups):
+        if g is None:
+            continue
+        limit = min(channels[i], channels[i + 1])
+        if isinstance(g, bool) or not isinstance(g, int) or not 1 <= g <= limit:
+            raise ValueError(f"plan_osep: groups[{i}] must be an int in [1, {limit}] (eq. 16), got {g!r}")
+        fixed[i] = g
+    return fixed
+
+
+def _eq17_groups(fixed: dict[int, float], channels: list[int], area: list[int], gamma: float, n: int
+                 ) -> tuple[dict[int, float], dict[int, float]]:
+    """Eq. 17 on the free parts, masking those whose groups leave [1, min(C_l, C_l+1)] (Algorithm 1): (the
+    masked and preset group counts, the free parts' continuous channels per group)."""
+    fixed = dict(fixed)
+    n_cont: dict[int, float] = {}
+    for _ in range(n + 1):
+        free = [i for i in range(n) if i not in fixed]
+        if not free:
+            break
+        covered = math.prod(channels[i] / fixed[i] for i in fixed)
+        need = gamma * channels[0] / covered
+        level = _geometric_level(need, [channels[i + 1] * area[i] for i in free])
+        n_cont = {i: level / (channels[i + 1] * area[i]) for i in free}
+        masked = {}
+        for i in free:
+            g = channels[i] / n_cont[i]
+            if g < 1:
+                masked[i] = 1
+            elif g > min(channels[i], channels[i + 1]):
+                masked[i] = min(channels[i], channels[i + 1])
+        if not masked:
+            break
+        fixed.update(masked)
+    return fixed, n_cont
+
+
 def plan_osep(
     c_in: int,
     c_out: int,
@@ -231,39 +286,8 @@ def plan_osep(
     channels = [c_in, *_internal_channels(policy, c_in, c_out, n), c_out]
     ks = _kernels(kernel, n, spatial, kernel_sizes)
     area = [kh * kw for kh, kw in ks]
-    fixed: dict[int, float] = {}
-    if groups is not None:
-        groups = list(groups)
-        if len(groups) != n:
-            raise ValueError(f"plan_osep: groups needs {n} entries (int or None), got {len(groups)}")
-        for i, g in enumerate(groups):
-            if g is None:
-                continue
-            limit = min(channels[i], channels[i + 1])
-            if isinstance(g, bool) or not isinstance(g, int) or not 1 <= g <= limit:
-                raise ValueError(f"plan_osep: groups[{i}] must be an int in [1, {limit}] (eq. 16), got {g!r}")
-            fixed[i] = g
-
-    # eq. 17 on the free parts, masking those whose groups leave [1, min(C_l, C_l+1)] (Algorithm 1)
-    n_cont: dict[int, float] = {}
-    for _ in range(n + 1):
-        free = [i for i in range(n) if i not in fixed]
-        if not free:
-            break
-        covered = math.prod(channels[i] / fixed[i] for i in fixed)
-        need = gamma * channels[0] / covered
-        level = _geometric_level(need, [channels[i + 1] * area[i] for i in free])
-        n_cont = {i: level / (channels[i + 1] * area[i]) for i in free}
-        masked = {}
-        for i in free:
-            g = channels[i] / n_cont[i]
-            if g < 1:
-                masked[i] = 1
-            elif g > min(channels[i], channels[i + 1]):
-                masked[i] = min(channels[i], channels[i + 1])
-        if not masked:
-            break
-        fixed.update(masked)
+    fixed = _preset_groups(groups, channels, n)
+    fixed, n_cont = _eq17_groups(fixed, channels, area, gamma, n)
     group_counts, continuous = [], []
     for i in range(n):
         if i in fixed:
@@ -394,6 +418,11 @@ class OptimizedSeparableConv2d(GroupConvChain):
     """
 
     spatial_default: ClassVar[bool] = False
+
+    @classmethod
+    def example_config(cls, draw: Draw, shape: ExampleShape) -> tuple[ExampleShape, dict[str, Any]]:
+        return shape, {"n_parts": draw.choice([2, 2, 3]), "gamma": draw.choice([1.0, 1.0, 0.5, 2.0]),
+                       "policy": draw.choice(["min", "linear", "bottleneck", "inverted"])}
 
     def __init__(
         self,

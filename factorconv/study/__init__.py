@@ -13,7 +13,8 @@ A study directory holds `study.json` (the spec and the widths chosen), `runs/<co
 the same study again skips every finished run and resumes an interrupted one from its checkpoint.
 """
 
-from .execution import EXECUTORS, Executor, LocalExecutor, RunTask, StudyError, create_executor, execute_run
+from .execution import Executor, LocalExecutor, RunTask, StudyError, execute_run
+from .executors import EXECUTORS, create_executor
 from .front import front_steps, pareto_front
 from .report import build_report, render_table, summarize_text
 from .runner import plan_runs, run_study

@@ -24,11 +24,11 @@ from .execution import (
     LongestFirst,
     RunTask,
     StudyError,
-    _failed,
     driver_identity,
     execute_run,
     execute_run_watched,
     notify_failed,
+    run_failed,
 )
 from .reaper import start_reaper
 
@@ -123,7 +123,7 @@ class RayExecutor:
                     try:
                         result = ray.get(ref)
                     except Exception as err:  # the run's own exception, wrapped by Ray
-                        error = _failed(task, getattr(err, "cause", None) or err)
+                        error = run_failed(task, getattr(err, "cause", None) or err)
                         notify_failed(failed, task, error)
                         failure = failure or error
                         continue
@@ -194,7 +194,7 @@ class SubmititExecutor:
                 try:
                     result = job.result()
                 except Exception as err:  # FailedJobError carries the run's traceback in its message
-                    error = _failed(task, err, _job_cause(err), _job_log(job))
+                    error = run_failed(task, err, _job_cause(err), _job_log(job))
                     notify_failed(failed, task, error)
                     failure = failure or error
                     queue.clear()

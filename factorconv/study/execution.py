@@ -23,19 +23,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..locking import process_alive
+from .errors import StudyError
+from .spec import BOOKKEEPING
 
-__all__ = ["BOOKKEEPING", "EXECUTORS", "Executor", "LocalExecutor", "LongestFirst", "RunTask", "StudyError",
-           "create_executor", "driver_identity", "execute_run", "execute_run_watched", "finished_result"]
+__all__ = ["BOOKKEEPING", "Done", "Executor", "Failed", "LocalExecutor", "LongestFirst", "RunTask", "StudyError",
+           "driver_identity", "execute_run", "execute_run_watched", "finished_result", "notify_failed", "run_failed"]
 
-EXECUTORS = ("local", "ray", "submitit")
-
-# Config fields that say where or how visibly a run ran, not what it computed: a rerun may change them.
-BOOKKEEPING = frozenset({"run_dir", "progress", "log_every", "data_dir", "device", "download", "checkpoint_every",
-                         "eval_every", "log"})
-
-
-class StudyError(RuntimeError):
-    """A study cannot go on (its directory holds a different study, a run failed); the message says which."""
 
 
 @dataclass(frozen=True)
@@ -221,7 +214,7 @@ class LocalExecutor:
                         try:
                             result = future.result()
                         except BaseException as err:  # reported once the running ones end
-                            error = _failed(task, err)
+                            error = run_failed(task, err)
                             notify_failed(failed, task, error)
                             failure = failure or error
                             queue.clear()
@@ -256,31 +249,8 @@ class LongestFirst:
         return task
 
 
-def create_executor(name: str = "local", *, workers: int | None = None, threads: int = 1, out: Path | None = None,
-                    ray_address: str | None = None, gpus: int | None = None, submitit_cluster: str | None = None,
-                    slurm_partition: str | None = None, slurm_time: int = 60, slurm_cpus: int | None = None
-                    ) -> Executor:
-    """The executor `name` (one of EXECUTORS) for a study whose runs use `threads` threads each. `gpus` is the
-    GPUs per run on a cluster (default: 1 where this machine has CUDA, else 0); `workers` the local runs at a
-    time (default: cores / threads); submitit keeps its logs in `out`/submitit."""
-    import torch
-
-    gpus = (1 if torch.cuda.is_available() else 0) if gpus is None else gpus
-    if name == "local":
-        return LocalExecutor(workers or max(1, (os.cpu_count() or 1) // threads))
-    if name == "ray":
-        from .cluster import RayExecutor
-
-        return RayExecutor(ray_address, num_cpus=threads, num_gpus=gpus, local_cpus=workers)
-    if name == "submitit":
-        from .cluster import SubmititExecutor
-
-        return SubmititExecutor(Path(out or ".") / "submitit", submitit_cluster, slurm_partition, slurm_time, gpus,
-                                slurm_cpus or threads, max_parallel=workers)
-    raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}, got {name!r}")
-
-
-def _failed(task: RunTask, err: BaseException, cause: str | None = None, log_path: str | None = None) -> StudyError:
+def run_failed(task: RunTask, err: BaseException, cause: str | None = None,
+               log_path: str | None = None) -> StudyError:
     """The study's error for a run that failed with `err` (`cause`: what failed, when `err` only wraps it;
     `log_path`: where its output is), saying what a rerun does with it."""
     if isinstance(err, StudyError):
@@ -302,7 +272,7 @@ def _guarded(task: RunTask) -> dict[str, Any]:
     except StudyError:
         raise
     except (TrainError, ValueError, OSError) as err:
-        raise _failed(task, err) from None
+        raise run_failed(task, err) from None
 
 
 def log(line: str) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..locking import DirectoryLock, LockBusy
-from .execution import StudyError
+from .errors import StudyError
 
 __all__ = ["LOCK_NAME", "StudyLock"]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..inputs import MAX_RECORD_BYTES, read_user_text
-from .execution import StudyError
+from .errors import StudyError
 
 __all__ = ["read_json_record", "read_latency", "read_run_result", "read_study"]
 

@@ -14,7 +14,7 @@ from typing import Any
 from ..train.health import DIVERGED, NOT_CONVERGED, assess
 from ..train.rundir import write_json
 from ..train.task import score_label as task_score_label
-from .execution import StudyError
+from .errors import StudyError
 from .front import front_steps, pareto_front
 from .plot import plot_study
 from .records import read_latency, read_run_result, read_study
@@ -193,13 +193,16 @@ def render_table(rows: Sequence[dict[str, Any]], axes: Sequence[str] = ("params"
     T training params, S deploy bytes, M MACs)."""
     devices = [d for d in ("cpu", "cuda") if any(f"latency_{d}_ratio" in r for r in rows)]
     batches = list(dict.fromkeys(b for r in rows for b in r.get("latency", {})))
+    targets = sorted({r["budget"] for r in rows if (r["budget"] or "").startswith("latency=")})
+    targets = targets if len(targets) == 1 else []  # one latency budget: its target beside the measured one
     sweep = len({r["budget"] for r in rows}) > 1
     reference = rows[0]["reference"] if rows else "conv"
     head = (["conv"] + (["budget"] if sweep else []) + ["width", "train params", "deploy params", "size KiB",
             "MACs (M)", f"{score_label(rows)} % (mean ± std)", "95% CI", f"Δ vs {reference} (95% CI)", "verdict",
             "health"]
             + [f"{d.upper()} latency ×standard" for d in devices]
-            + [f"latency b{b} ms (×standard)" for b in batches] + ["front"])
+            + [f"latency b{b} ms (×standard)" + (f"; target {targets[0].split('=', 1)[1]}" if targets and i == 0
+                                                   else "") for i, b in enumerate(batches)] + ["front"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         front = "".join(AXES[a][1] for a in axes if r.get(f"front_{a}"))
@@ -318,7 +321,7 @@ def render_report(spec: StudySpec, results: dict[str, Any], plotted: bool) -> st
                       "there, timed on this machine) at batch "
                       f"{', '.join(map(str, latency['batches']))}, median of {latency['repeats']} rounds timed "
                       f"interleaved with the standard {spec.model} (nn.Conv2d, width 1) deployed the same way; "
-                      f"ratios to it in brackets. {m.get('cpu', '?')}, {m.get('torch_threads', '?')} thread(s)"
+                      f"ratios to it in brackets. {m.get('cpu', '?')}, {latency.get('threads', '?')} thread(s)"
                       + (f"; every deployed model within {worst:.1e} (relative) of its trained logits" if worst
                          is not None else "") + "."]
     elif latency:

@@ -237,5 +237,5 @@ def _run_locked(spec: StudySpec, out: Path, executor: Executor, measure_latency:
             f"{runtime_label(spec.latency_runtime)} at batch {', '.join(map(str, spec.latency_batch))} ...")
         write_json(out / "latency.json", measure_latencies(
             spec.model, points, input_size, num_classes, batches=spec.latency_batch, runtime=spec.latency_runtime,
-            repeats=spec.latency_repeats, model_kwargs=spec.overrides.get("model_kwargs", {})))
+            repeats=spec.latency_repeats, model_kwargs=spec.overrides.get("model_kwargs", {}), threads=spec.threads))
     return build_report(out)

@@ -18,6 +18,7 @@ from ..registry import conv_entry, model_entry
 
 __all__ = [
     "AXES",
+    "BOOKKEEPING",
     "DEFAULT_BUDGET",
     "DEFAULT_CONVS",
     "DEFAULT_CONV_KWARGS",
@@ -39,6 +40,10 @@ DEFAULT_SEEDS = 3
 # The papers' forms: d-ResNet puts a BatchNorm between depthwise and pointwise; BDSC's tables count its BN.
 DEFAULT_CONV_KWARGS: dict[str, dict[str, Any]] = {"dsep": {"norm": True}, "bdsc": {"norm": True}}
 
+
+# Config fields that say where or how visibly a run ran, not what it computed: a rerun may change them.
+BOOKKEEPING = frozenset({"run_dir", "progress", "log_every", "data_dir", "device", "download", "checkpoint_every",
+                         "eval_every", "log"})
 
 # a study's accuracy metric -> the result.json field it reads
 METRICS = {"final": "test_acc", "last5": "last5_test_acc"}
@@ -244,8 +249,6 @@ class StudySpec:
         fixed |= {"fixed_widths": self.fixed_widths} if self.fixed_widths else {}
         fixed |= {"metric": self.metric} if self.metric != "final" else {}
         fixed |= {"models": self.models} if self.models else {}
-        from .execution import BOOKKEEPING  # where and how visibly runs ran is not what they compute
-
         identity = {k: getattr(self, k) for k in keys}
         identity["overrides"] = {k: v for k, v in self.overrides.items() if k.split(".")[0] not in BOOKKEEPING}
         return identity | fixed | {
@@ -268,7 +271,7 @@ def match_widths(spec: StudySpec, input_size: tuple[int, int, int], num_classes:
                     count = round(1e3 * measure_latency(
                         spec.model_of(conv), operator_of(conv), width, spec.latency_runtime, spec.latency_batch[0],
                         input_size=input_size, conv_kwargs=spec.options(conv), num_classes=num_classes,
-                        **spec.backbone_options(conv)))
+                        threads=spec.threads, **spec.backbone_options(conv)))
                 else:
                     count = count_model(spec.model_of(conv), operator_of(conv), width, budget.by,
                                         input_size=input_size, conv_kwargs=spec.options(conv),
@@ -279,7 +282,7 @@ def match_widths(spec: StudySpec, input_size: tuple[int, int, int], num_classes:
                 if budget.by == "latency":
                     m = match_latency(spec.model_of(conv), operator_of(conv), budget.value, spec.latency_runtime,
                                       spec.latency_batch[0], grid=spec.width_grid, input_size=input_size,
-                                      conv_kwargs=spec.options(conv), num_classes=num_classes,
+                                      conv_kwargs=spec.options(conv), num_classes=num_classes, threads=spec.threads,
                                       **spec.backbone_options(conv))
                 else:
                     m = match_width(spec.model_of(conv), operator_of(conv), budget.value, budget.by,

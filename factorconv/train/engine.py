@@ -311,9 +311,29 @@ class Trainer:
 
     def setup(self, ctx: DistContext) -> None:
         """Prepare the run directory, the data, the model, optimizer and state (from the checkpoint when
-        resuming), and write config.json."""
-        cfg = self.cfg
+        resuming), and write config.json: the steps below, in this order (the model's initialisation draws
+        from the RNG after the data is loaded)."""
         self.ctx, self.t_start = ctx, time.perf_counter()
+        self._claim_run_dir(ctx)
+        saved = self._saved_state()
+        train_set, test_set, mean, std = self._datasets(ctx, saved)
+        self._loaders(ctx, train_set, test_set, mean, std)
+        model, net = self._model(ctx, train_set, saved)
+        self._optimizer()
+        self._state(net, saved, mean, std)
+        if ctx.is_main:
+            self.run.write("config.json", {**self.cfg.to_dict(), "mean": mean, "std": std,
+                                           "classes": train_set.classes, "input_size": list(self.input_size),
+                                           "world_size": ctx.world_size})
+        self.model = net
+        if ctx.is_main and self.cfg.log == "tensorboard":
+            self.tensorboard = TensorBoardLog(self.run.path, self.cfg.to_dict(), self.state.step if saved else None)
+            self.held.callback(self.tensorboard.close)
+        self._start_progress(ctx, len(train_set), len(test_set), resumed=saved is not None)
+        model.train()
+
+    def _claim_run_dir(self, ctx: DistContext) -> None:
+        """Rank 0: create the run directory, take its lock, start its logs afresh for a new run."""
         error: Exception | None = None
         if ctx.is_main:
             try:
@@ -325,6 +345,8 @@ class Trainer:
                 error = TrainError(str(err))
         self._agree(ctx, error)
 
+    def _saved_state(self) -> dict[str, Any] | None:
+        """The checkpoint being resumed (None for a new run), its config checked against this one."""
         saved = None
         if self.resume:
             try:
@@ -333,7 +355,12 @@ class Trainer:
                 raise TrainError(str(err)) from None
             self._check_resume(saved["config"])
         self.saved_fingerprint = saved.get("data_fingerprint") if saved else None
+        return saved
 
+    def _datasets(self, ctx: DistContext, saved: dict[str, Any] | None
+                  ) -> tuple[ImageSet, ImageSet, list[float], list[float]]:
+        """(training set, test set, mean, std): the classes and subsets the config asks for, scored."""
+        cfg = self.cfg
         train_set, test_set = self._load_data(ctx)
         if cfg.classes is not None:  # a transfer task on some of the classes
             train_set, test_set = select_classes(train_set, cfg.classes), select_classes(test_set, cfg.classes)
@@ -343,24 +370,34 @@ class Trainer:
         check_scored(train_set, "training")
         check_scored(test_set, "test")
         self.input_size = tuple(train_set.images.shape[1:])
+        return train_set, test_set, mean, std
+
+    def _loaders(self, ctx: DistContext, train_set: ImageSet, test_set: ImageSet, mean: list[float],
+                 std: list[float]) -> None:
+        """The device, autocast and memory format; the training and test loaders; the run's length."""
+        cfg = self.cfg
         device = self.device = ctx.device
         amp = self.amp = _amp_dtype(cfg, device)
-        channels_last = cfg.channels_last if cfg.channels_last is not None else (device.type == "cpu" or
-                                                                                  amp is not None)
-        self.channels_last = channels_last
+        self.channels_last = cfg.channels_last if cfg.channels_last is not None else (device.type == "cpu" or
+                                                                                       amp is not None)
         self.train_loader = TensorLoader(train_set, cfg.batch_size, shuffle=True,
                                          augment=Augment(cfg.augment_pad, cfg.augment_flip, cfg.cutout),
                                          mean=mean, std=std,
                                          seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size, device=device,
-                                         channels_last=channels_last)
+                                         channels_last=self.channels_last)
         eval_batch = max(cfg.batch_size, 256) // ctx.world_size * ctx.world_size
         self.test_loader = TensorLoader(test_set, eval_batch, shuffle=False, mean=mean, std=std, rank=ctx.rank,
-                                        world_size=ctx.world_size, device=device, channels_last=channels_last)
-        steps_per_epoch = self.steps_per_epoch = len(self.train_loader)
-        if steps_per_epoch == 0:
+                                        world_size=ctx.world_size, device=device, channels_last=self.channels_last)
+        self.steps_per_epoch = len(self.train_loader)
+        if self.steps_per_epoch == 0:
             raise TrainError(f"{len(train_set)} training images make no batch of {cfg.batch_size}; lower batch_size")
-        total = self.total = cfg.steps if cfg.steps is not None else max(1, round(cfg.epochs * steps_per_epoch))
+        self.total = cfg.steps if cfg.steps is not None else max(1, round(cfg.epochs * self.steps_per_epoch))
 
+    def _model(self, ctx: DistContext, train_set: ImageSet, saved: dict[str, Any] | None
+               ) -> tuple[nn.Module, nn.Module]:
+        """(what the steps run: the model or its DDP wrapper, the model): built from the seed, checked against
+        the task and memory, in the memory format, initialised from `init_from` for a new run."""
+        cfg, device = self.cfg, self.device
         if device.type == "cpu":  # count on meta first: a model too large to train is an error, not a crash
             with torch.device("meta"):
                 counted = build_model(cfg, train_set.num_classes, train_set.channels, self.input_size)
@@ -372,7 +409,7 @@ class Trainer:
         except ValueError as err:
             raise TrainError(str(err)) from None
         self.task = train_set.task
-        if channels_last:
+        if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if cfg.sync_bn:
             if device.type != "cuda":
@@ -384,54 +421,55 @@ class Trainer:
         if cfg.init_from and saved is None:
             copied, fresh = load_initial_weights(net, cfg.init_from)
             self.init_note = f"{copied} tensors from {cfg.init_from}" + (f", {len(fresh)} new" if fresh else "")
-        trainable = select_trainable(net, cfg.train_only)
-        self.trained_params = sum(p.numel() for p in trainable)
+        self.trainable = select_trainable(net, cfg.train_only)  # frozen before DDP sees which need gradients
+        self.trained_params = sum(p.numel() for p in self.trainable)
         if ctx.distributed:
             model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        self.wrapped = model  # what the steps run: the model, or its DDP wrapper
-        self.opt = torch.optim.SGD(trainable, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                                   weight_decay=cfg.weight_decay)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+        self.wrapped = model
+        return model, net
 
+    def _optimizer(self) -> None:
+        """SGD over the parameters the config trains, and the fp16 gradient scaler."""
+        cfg = self.cfg
+        self.opt = torch.optim.SGD(self.trainable, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                                   weight_decay=cfg.weight_decay)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
+
+    def _state(self, net: nn.Module, saved: dict[str, Any] | None, mean: list[float], std: list[float]) -> None:
+        """A fresh TrainState, or the checkpoint's with the model, optimizer, scaler and RNG restored."""
+        total = self.total
         if saved is None:
             self.state = TrainState.start(mean, std, total)
-        else:
-            self.state = TrainState.from_checkpoint(saved, total)
-            net.load_state_dict(saved["model"])
-            self.opt.load_state_dict(saved["optimizer"])
-            self.scaler.load_state_dict(saved["scaler"])
-            torch.set_rng_state(saved["rng"]["torch"])
-            if "cuda" in saved["rng"] and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
-            if self.state.step > total:
-                raise TrainError(f"{self.run.path} is at step {self.state.step}, past the {total} steps asked for; a "
-                                 f"run cannot be shortened: resume it with at least {self.state.step} steps, or "
-                                 f"train a new run")
-            if ctx.is_main:
-                self.run.truncate_metrics(self.state.step)
-        if ctx.is_main:
-            self.run.write("config.json", {**cfg.to_dict(), "mean": mean, "std": std,
-                                           "classes": train_set.classes, "input_size": list(self.input_size),
-                                           "world_size": ctx.world_size})
-        self.model = net
-        if ctx.is_main and cfg.log == "tensorboard":
-            self.tensorboard = TensorBoardLog(self.run.path, cfg.to_dict(), self.state.step if saved else None)
-            self.held.callback(self.tensorboard.close)
+            return
+        self.state = TrainState.from_checkpoint(saved, total)
+        net.load_state_dict(saved["model"])
+        self.opt.load_state_dict(saved["optimizer"])
+        self.scaler.load_state_dict(saved["scaler"])
+        torch.set_rng_state(saved["rng"]["torch"])
+        if "cuda" in saved["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
+        if self.state.step > total:
+            raise TrainError(f"{self.run.path} is at step {self.state.step}, past the {total} steps asked for; a "
+                             f"run cannot be shortened: resume it with at least {self.state.step} steps, or "
+                             f"train a new run")
+        if self.ctx.is_main:
+            self.run.truncate_metrics(self.state.step)
 
-        self.progress = Progress(cfg.progress, total, self.state.step, cfg.log_every, enabled=ctx.is_main)
-        if ctx.is_main:
-            what = f"{cfg.model}" + (f" conv={cfg.conv}" if cfg.conv else "") + (
-                f" width={cfg.width}" if cfg.width else "")
-            self.progress.write(
-                f"training {what} on {cfg.data} ({len(train_set)} train / {len(test_set)} test images, "
-                f"{steps_per_epoch} steps/epoch, {total} steps, batch {cfg.batch_size}"
-                f"{f' on {ctx.world_size} ranks' if ctx.distributed else ''}, {device}"
-                f"{', channels_last' if channels_last else ''}{f', amp {amp}' if amp else ''}) "
-                f"-> {self.run.path}" + (f" (resumed at step {self.state.step})" if saved else "")
-                + (f"; initialised with {self.init_note}" if self.init_note else "")
-                + (f"; training only {cfg.train_only} ({self.trained_params:,} parameters)"
-                   if cfg.train_only != "all" else ""))
-        model.train()
+    def _start_progress(self, ctx: DistContext, train_images: int, test_images: int, resumed: bool) -> None:
+        cfg = self.cfg
+        self.progress = Progress(cfg.progress, self.total, self.state.step, cfg.log_every, enabled=ctx.is_main)
+        if not ctx.is_main:
+            return
+        what = f"{cfg.model}" + (f" conv={cfg.conv}" if cfg.conv else "") + (f" width={cfg.width}" if cfg.width else "")
+        self.progress.write(
+            f"training {what} on {cfg.data} ({train_images} train / {test_images} test images, "
+            f"{self.steps_per_epoch} steps/epoch, {self.total} steps, batch {cfg.batch_size}"
+            f"{f' on {ctx.world_size} ranks' if ctx.distributed else ''}, {self.device}"
+            f"{', channels_last' if self.channels_last else ''}{f', amp {self.amp}' if self.amp else ''}) "
+            f"-> {self.run.path}" + (f" (resumed at step {self.state.step})" if resumed else "")
+            + (f"; initialised with {self.init_note}" if self.init_note else "")
+            + (f"; training only {cfg.train_only} ({self.trained_params:,} parameters)"
+               if cfg.train_only != "all" else ""))
 
     def train_epoch(self) -> None:
         """From the current batch to the epoch's end (or the run's last step), checkpointing every

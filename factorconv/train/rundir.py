@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ..locking import DirectoryLock, LockBusy
+from ..version import __version__
 
 __all__ = ["EVENTS_PREFIX", "RUN_LOCK", "RunDir", "RunDirError", "environment", "git_revision", "write_json"]
 
@@ -131,8 +132,6 @@ def git_revision() -> str | None:
 
 
 def environment() -> dict[str, Any]:
-    from .. import __version__
-
     return {
         "factorconv": __version__, "torch": torch.__version__, "python": platform.python_version(),
         "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
