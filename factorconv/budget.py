@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from .accounting import profile
+from .checks import is_number
 from .registry import create_model, model_entry
 
 __all__ = ["BY", "WidthMatch", "count_model", "match_latency", "match_width", "measure_latency"]
@@ -84,7 +85,7 @@ def match_width(
     """
     if by not in BY:
         raise ValueError(f"match_width: by must be one of {', '.join(BY)}, got {by!r}")
-    if isinstance(target, bool) or not isinstance(target, int | float) or not target > 0 or math.isinf(target):
+    if not is_number(target) or not target > 0 or math.isinf(target):
         raise ValueError(f"match_width: target must be a positive number, got {target!r}")
     if not grid > 0 or not max_width >= grid:
         raise ValueError(f"match_width: need 0 < grid <= max_width, got grid={grid}, max_width={max_width}")
@@ -129,7 +130,7 @@ def match_latency(model_name: str, conv: str, target_ms: float, runtime: str | N
     """The width on the grid whose latency-optimal deploy form runs closest to `target_ms` in `runtime` at
     `batch` on this machine, searched as `match_width` searches counts (latency grows with width; each width
     is timed once, its layers' forms from the timing cache when seen before). `value` is in microseconds."""
-    if isinstance(target_ms, bool) or not isinstance(target_ms, int | float) or not 0 < target_ms < math.inf:
+    if not is_number(target_ms) or not 0 < target_ms < math.inf:
         raise ValueError(f"match_latency: the target must be a positive number of ms, got {target_ms!r}")
     micros: dict[int, int] = {}
 

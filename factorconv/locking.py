@@ -31,7 +31,8 @@ class LockBusy(RuntimeError):
 
 class DirectoryLock:
     """`with DirectoryLock(folder, name, wait=0): ...`; raises LockBusy when another process holds it after
-    `wait` seconds of retrying (a holder that is ending releases it within its last moments)."""
+    `wait` seconds of retrying (a holder that is ending releases it within its last moments). A subclass says
+    what the lock guards, and what to do, in its own `busy_error`."""
 
     def __init__(self, folder: str | Path, name: str, wait: float = 0.0) -> None:
         self.path = Path(folder) / name
@@ -56,7 +57,7 @@ class DirectoryLock:
                 handle.seek(0)
                 holder = describe_holder(handle.read())
                 handle.close()
-                raise LockBusy(self.path, holder) from None
+                raise self.busy_error(holder) from None
             except OSError:  # a file system without flock: carry on unlocked
                 handle.close()
                 return self
@@ -66,6 +67,10 @@ class DirectoryLock:
         handle.flush()
         self._file = handle
         return self
+
+    def busy_error(self, holder: str) -> Exception:
+        """The error raised when another process holds the lock (`holder` describes it)."""
+        return LockBusy(self.path, holder)
 
     def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None) -> None:
         if self._file is not None:

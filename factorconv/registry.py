@@ -20,6 +20,8 @@ from typing import Any
 
 from torch import nn
 
+from .checks import is_number
+
 __all__ = [
     "ACT_LAYERS",
     "NORM_LAYERS",
@@ -39,6 +41,7 @@ __all__ = [
     "set_finalize",
     "stem_default",
     "unregister_conv",
+    "unregister_model",
 ]
 
 ConvBuilder = Callable[..., nn.Module]
@@ -117,6 +120,12 @@ def unregister_conv(name: str) -> None:
     registers an example operator for its own run); unknown names raise."""
     conv_entry(name)
     del _CONVS[name]
+
+
+def unregister_model(name: str) -> None:
+    """Remove model `name` from the registry (as unregister_conv); unknown names raise."""
+    model_entry(name)
+    del _MODELS[name]
 
 
 def register_model(
@@ -239,7 +248,9 @@ def _check_kwargs(fn: Callable[..., Any], kwargs: dict[str, Any], what: str, ski
         return
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
-    fixed = set(fn.keywords) if isinstance(fn, functools.partial) else set()  # set by the registered name
+    # a registered partial's keywords are fixed by its name, except create_model's own arguments, to which it
+    # gives defaults of its own (igcv2_8's conv is igcv2)
+    fixed = set(fn.keywords) - set(RESERVED_MODEL_OPTIONS) if isinstance(fn, functools.partial) else set()
     accepted = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL and n not in fixed]
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
@@ -305,7 +316,7 @@ def create_model(
     options through). The model gets a `build_config` attribute (a JSON-able dict of what it was built with).
     """
     entry = model_entry(name)
-    if width is not None and (isinstance(width, bool) or not isinstance(width, int | float)
+    if width is not None and (not is_number(width)
                               or not math.isfinite(width) or width <= 0):
         raise ValueError(f"width must be a finite positive number, got {width!r}")
     model_kwargs = _resolve_layers(model_kwargs)

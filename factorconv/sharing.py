@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .checks import is_int
 from .ops.acdc import SHARES, ACDCConv2d, CoefficientBank, orthogonal_atoms
 from .ops.fitting import fit_shared_coefficients
 from .registry import set_finalize
@@ -146,7 +147,7 @@ def expand(model: nn.Module, share: str | None = None, atoms: int | None = None,
             raise ValueError(f"expand: cannot go from {layers[0].share!r} to more sharing ({share!r})")
     old = {layer: (layer.bank.coefficients.detach().clone(), layer.atoms.detach().clone()) for layer in layers}
     if atoms is not None and (
-        isinstance(atoms, bool) or not isinstance(atoms, int) or atoms < max(lay.atoms_count for lay in layers)
+        not is_int(atoms) or atoms < max(lay.atoms_count for lay in layers)
     ):
         raise ValueError(f"expand: atoms must be an int >= the current number of atoms, got {atoms!r}")
     for layer in layers:

@@ -155,6 +155,23 @@ def test_spec_validation_names_the_bad_option() -> None:
         spec(preset="nope").validate()
     with pytest.raises(ValueError, match="threads-per-run"):
         spec(overrides={**SMOKE, "threads": 2}).validate()
+    for bad in ({"seeds": True}, {"width": True}, {"latency_batch": [1, False]}):  # a bool is not a number here
+        with pytest.raises(ValueError, match=next(iter(bad)).replace("_", "-")):
+            spec(**bad).validate()
+
+
+def test_an_entry_is_parsed_once_into_what_its_runs_train() -> None:
+    s = spec(convs=["conv", "acdc:net", "dsep"], models={"acdc:net": "resnet56"},
+             conv_kwargs={"acdc:net": {"atoms": 4}}, model_kwargs={"dsep": {"norm_layer": "groupnorm"}},
+             overrides={**SMOKE, "model_kwargs": {"act_layer": "silu"}}).validate()
+    acdc, dsep = s.entry("acdc:net"), s.entry("dsep")
+    assert (acdc.label, acdc.operator, acdc.model, acdc.conv_kwargs) == ("acdc:net", "acdc", "resnet56", {"atoms": 4})
+    assert acdc.model_kwargs == {"act_layer": "silu"}
+    assert dsep.conv_kwargs == {"norm": True}  # the paper's form, under the study's options
+    assert dsep.model_kwargs == {"act_layer": "silu", "norm_layer": "groupnorm"}
+    assert [e.label for e in s.entries] == s.convs
+    model = acdc.create_model(0.25, num_classes=10, in_chans=1)
+    assert model.build_config["model"] == "resnet56" and model.build_config["conv"] == "acdc"
 
 
 # ---------------------------------------------------------------------------------------------- budgets

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from ..checks import is_int
 from .episodes import Episode, EpisodeSampler
 
 __all__ = ["MAMLConfig", "adapt", "meta_test", "meta_train"]
@@ -46,7 +47,7 @@ class MAMLConfig:
         for name in ("ways", "shots", "queries", "inner_steps", "test_inner_steps", "meta_batch", "iterations",
                      "test_episodes"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f"MAMLConfig: {name} must be a positive integer, got {value!r}")
         for name in ("inner_lr", "meta_lr"):
             value = getattr(self, name)

@@ -12,12 +12,7 @@ import torch
 
 from ..outputs import check_outputs, write_atomic
 from ..registry import conv_entry, model_entry
-from .args import (
-    UsageError,
-    count,
-    parse_batches,
-    parse_input_size,
-)
+from .args import UsageError, count, parse_batches, parse_input_size
 
 
 def add_parser(sub: Any) -> None:

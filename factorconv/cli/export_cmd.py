@@ -7,11 +7,7 @@ import json
 import sys
 from typing import Any
 
-from .args import (
-    count,
-    form_counts,
-    number,
-)
+from .args import count, form_counts, number
 
 
 def add_parser(sub: Any) -> None:

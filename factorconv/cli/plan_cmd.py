@@ -8,12 +8,7 @@ from typing import Any
 
 import torch
 
-from .args import (
-    UsageError,
-    count,
-    number,
-    parse_input_size,
-)
+from .args import UsageError, count, number, parse_input_size
 
 
 def add_parser(sub: Any) -> None:

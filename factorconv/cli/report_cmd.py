@@ -6,9 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from .args import (
-    flagged_status,
-)
+from .args import flagged_status
 
 
 def add_parser(sub: Any) -> None:

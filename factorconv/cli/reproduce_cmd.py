@@ -8,14 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .args import (
-    UsageError,
-    add_executor_args,
-    count,
-    executor_from_args,
-    flagged_status,
-    parse_options,
-)
+from .args import UsageError, add_executor_args, count, executor_from_args, flagged_status, parse_options
 
 
 def add_parser(sub: Any) -> None:

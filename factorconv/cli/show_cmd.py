@@ -6,9 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .args import (
-    count,
-)
+from .args import count
 
 
 def add_parser(sub: Any) -> None:

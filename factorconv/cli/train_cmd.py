@@ -7,12 +7,7 @@ import json
 import os
 from typing import Any
 
-from .args import (
-    UsageError,
-    count,
-    number,
-    parse_options,
-)
+from .args import UsageError, count, number, parse_options
 
 
 def add_parser(sub: Any) -> None:

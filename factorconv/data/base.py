@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..checks import is_int
+
 __all__ = ["IGNORE_INDEX", "DatasetError", "ImageSet", "file_md5", "largest_class", "select_classes"]
 
 # The label of pixels no class is scored on (segmentation masks: object borders, padding), as in VOC's masks
@@ -139,7 +141,7 @@ def select_classes(images: ImageSet, classes: list[int]) -> ImageSet:
         raise ValueError(f"{images.name}: choosing classes needs a classification set (one label per image), not "
                          "per-pixel masks")
     if not classes or len(set(classes)) != len(classes) or any(
-            isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < images.num_classes for c in classes):
+            not is_int(c) or not 0 <= c < images.num_classes for c in classes):
         raise ValueError(f"{images.name}: classes must be distinct class indices in [0, {images.num_classes}), "
                          f"got {classes!r}")
     keep = torch.isin(images.labels, torch.tensor(classes))

@@ -45,7 +45,6 @@ def _deploy_macs(module: nn.Module, input_size: tuple[int, ...]) -> int:
 def _models(model: str, convs: Sequence[str], budget: str | None, input_size: tuple[int, int, int],
             num_classes: int) -> dict[str, tuple[float, nn.Module]]:
     """{conv: (width, random-initialised model)} with widths matched to the budget as `compare` matches them."""
-    from ..registry import create_model
     from ..study.spec import StudySpec, match_widths
 
     spec = StudySpec(model=model, convs=list(convs), budget=budget, data="synthetic", preset="smoke")
@@ -54,8 +53,7 @@ def _models(model: str, convs: Sequence[str], budget: str | None, input_size: tu
     for conv in convs:
         width = next(w for (label, _), (w, _) in widths.items() if label == conv)
         torch.manual_seed(0)
-        out[conv] = (width, create_model(model, conv=conv, width=width, num_classes=num_classes,
-                                         in_chans=input_size[0], conv_kwargs=spec.options(conv)).eval())
+        out[conv] = (width, spec.entry(conv).create_model(width, num_classes, input_size[0]).eval())
     return out
 
 

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..bench import compare_timings
+from ..checks import is_int
 from ..convert import _swap_operators, iter_operators
 from ..convert import deploy as size_deploy
 from .cache import TimingCache
@@ -189,7 +190,7 @@ def deploy_latency(model: nn.Module, runtime: str | None = None, input_size: tup
     input_size = tuple(int(v) for v in input_size)
     if len(input_size) != 3 or min(input_size) < 1:
         raise ValueError(f"deploy: input_size must be (C, H, W) with positive sizes, got {input_size!r}")
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+    if not is_int(batch) or batch < 1:
         raise ValueError(f"deploy: batch must be a positive integer, got {batch!r}")
     runtimes = _runtimes(runtime or default_runtime(), threads)
     cache = cache or TimingCache()

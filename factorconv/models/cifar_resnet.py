@@ -16,12 +16,10 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..registry import ConvBuilder, register_model
+from ..registry import register_model
+from .backbone import Backbone, ClassifierHead
 from .layers import (
-    ClassifierHead,
-    ConvFactory,
     ZeroPadShortcut,
-    backbone_convs,
     check_choice,
     check_positive,
     default_act,
@@ -126,7 +124,7 @@ class Bottleneck(nn.Module):
         return self.act3(out + self.shortcut(x))
 
 
-class CifarResNet(ClassifierHead, nn.Module):
+class CifarResNet(Backbone, ClassifierHead, nn.Module):
     """He et al. CIFAR ResNet of depth 6n+2 (basic blocks) or 9n+2 (`bottleneck`, ResNet-164: outputs 4x the
     widths) with the width multiplier, shortcut and stem options above."""
 
@@ -134,20 +132,13 @@ class CifarResNet(ClassifierHead, nn.Module):
         self,
         depth: int,
         *,
-        conv: str | ConvBuilder = "conv",
-        conv_kwargs: dict[str, Any] | None = None,
-        width: float = 1.0,
-        num_classes: int = 10,
-        in_chans: int = 3,
         shortcut: str = "A",
         stem_stride: int = 1,
-        replace_stem: bool | None = None,
         skip: bool = True,
         bottleneck: bool = False,
         stem_channels: int | None = None,
         stage_conv_kwargs: tuple[dict[str, Any], ...] | None = None,
-        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
-        act_layer: Callable[[], nn.Module] = default_act,
+        **common: Any,
     ) -> None:
         super().__init__()
         name = f"resnet{depth}" if skip else f"plain{depth}"
@@ -156,37 +147,38 @@ class CifarResNet(ClassifierHead, nn.Module):
             raise ValueError(f"CifarResNet: depth must be {per_block}n+2 with n >= 1, got {depth}")
         if bottleneck and not skip:
             raise ValueError(f"{name}: a bottleneck network has skips")
-        conv_layer = backbone_convs(name, conv, conv_kwargs, width, num_classes, in_chans, replace_stem)
+        shared = self.common_args(name, common)
+        conv_layer = shared.convs()
         check_positive(name, "stem_stride", stem_stride, int)
         check_choice(name, "shortcut", shortcut, SHORTCUTS)
         if not skip and shortcut != "A":
             raise ValueError(f"{name}: shortcut has no meaning in a plain net (no skips), got {shortcut!r}")
         blocks = (depth - 2) // per_block
-        widths = [scale_width(16, width) * m for m in (1, 2, 4)]
+        widths = [scale_width(16, shared.width) * m for m in (1, 2, 4)]
         stem = widths[0] if stem_channels is None else stem_channels
         if stage_conv_kwargs is not None and len(stage_conv_kwargs) != 3:
             raise ValueError(f"{name}: stage_conv_kwargs needs one dict per stage (3), got {len(stage_conv_kwargs)}")
 
-        self.conv1 = conv_layer(in_chans, stem, 3, stride=stem_stride, stem=True)
-        self.bn1 = norm_layer(stem)
-        self.act1 = act_layer()
+        self.conv1 = conv_layer(shared.in_chans, stem, 3, stride=stem_stride, stem=True)
+        self.bn1 = shared.norm_layer(stem)
+        self.act1 = shared.act_layer()
         in_ch = stem
         for i, out_ch in enumerate(widths):
             if stage_conv_kwargs is not None:  # per-stage operator options over the common ones
-                conv_layer = ConvFactory(conv, {**(conv_kwargs or {}), **stage_conv_kwargs[i]}, replace_stem)
+                conv_layer = shared.convs({**(shared.conv_kwargs or {}), **stage_conv_kwargs[i]})
             layers = []
             for j in range(blocks):
                 stride = 2 if i > 0 and j == 0 else 1
                 if bottleneck:
-                    layers.append(Bottleneck(in_ch, out_ch, stride, shortcut=shortcut, conv_layer=conv_layer,
-                                             norm_layer=norm_layer, act_layer=act_layer))
+                    layers.append(Bottleneck(in_ch, out_ch, stride, shortcut=shortcut,
+                                             **shared.block_layers(conv_layer)))
                     in_ch = out_ch * Bottleneck.expansion
                 else:
                     layers.append(BasicBlock(in_ch, out_ch, stride, shortcut=shortcut if skip else None,
-                                             conv_layer=conv_layer, norm_layer=norm_layer, act_layer=act_layer))
+                                             **shared.block_layers(conv_layer)))
                     in_ch = out_ch
             self.add_module(f"layer{i + 1}", nn.Sequential(*layers))
-        self.add_classifier(in_ch, num_classes)
+        self.add_classifier(in_ch, shared.num_classes)
         self.widths = tuple(widths)
         init_weights(self)
 

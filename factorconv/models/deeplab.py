@@ -9,6 +9,7 @@ operator in one of the two only (the DO-Conv paper's Table 4 stages)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -16,8 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..registry import ConvBuilder, register_model
-from .layers import ConvFactory, ConvNormAct, check_choice, check_positive
+from ..registry import register_model
+from .backbone import Backbone
+from .layers import ConvNormAct, check_choice, default_act
 from .resnet import ResNet
 
 __all__ = ["ASPP", "DeepLabV3"]
@@ -25,26 +27,28 @@ __all__ = ["ASPP", "DeepLabV3"]
 
 class ASPP(nn.Module):
     """Atrous spatial pyramid pooling: 1x1, three atrous 3x3 at `rates`, image pooling; concatenated and
-    projected to `channels` (BN, ReLU, dropout 0.5)."""
+    projected to `channels` (norm, act, dropout 0.5)."""
 
     def __init__(self, in_ch: int, rates: tuple[int, int, int], conv_layer: Callable[..., nn.Module],
-                 channels: int = 256) -> None:
+                 channels: int = 256, norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+                 act_layer: Callable[[], nn.Module] = default_act) -> None:
         super().__init__()
-        self.branches = nn.ModuleList([ConvNormAct(conv_layer, in_ch, channels, 1)])
+        self.branches = nn.ModuleList([ConvNormAct(conv_layer, in_ch, channels, 1, norm_layer=norm_layer,
+                                                   act_layer=act_layer)])
         for rate in rates:
             self.branches.append(nn.Sequential(
-                conv_layer(in_ch, channels, 3, dilation=rate), nn.BatchNorm2d(channels), nn.ReLU(inplace=True)))
+                conv_layer(in_ch, channels, 3, dilation=rate), norm_layer(channels), act_layer()))
         self.pooling = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(in_ch, channels, 1, bias=False),
-                                     nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+                                     norm_layer(channels), act_layer())
         self.project = nn.Sequential(nn.Conv2d(channels * (len(rates) + 2), channels, 1, bias=False),
-                                     nn.BatchNorm2d(channels), nn.ReLU(inplace=True), nn.Dropout(0.5))
+                                     norm_layer(channels), act_layer(), nn.Dropout(0.5))
 
     def forward(self, x: Tensor) -> Tensor:
         pooled = F.interpolate(self.pooling(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
         return self.project(torch.cat([b(x) for b in self.branches] + [pooled], dim=1))
 
 
-class DeepLabV3(nn.Module):
+class DeepLabV3(Backbone, nn.Module):
     """DeepLabV3 with a dilated ResNet backbone; forward returns per-pixel logits at the input's size."""
 
     task = "segmentation"
@@ -54,27 +58,22 @@ class DeepLabV3(nn.Module):
         layers: tuple[int, int, int, int] = (3, 4, 6, 3),
         *,
         name: str = "deeplabv3_resnet50",
-        conv: str | ConvBuilder = "conv",
-        conv_kwargs: dict[str, Any] | None = None,
-        width: float = 1.0,
         num_classes: int = 21,
-        in_chans: int = 3,
         output_stride: int = 8,
-        replace_stem: bool | None = None,
+        **common: Any,
     ) -> None:
         super().__init__()
-        check_positive(name, "num_classes", num_classes, int)
+        shared = self.common_args(name, common, num_classes=num_classes)
         check_choice(name, "output_stride", output_stride, (8, 16))
-        self.backbone = ResNet(layers, bottleneck=True, name=name, conv=conv, conv_kwargs=conv_kwargs, width=width,
-                               num_classes=1, in_chans=in_chans, replace_stem=replace_stem,
-                               dilate=(False, output_stride == 8, True))
+        self.backbone = ResNet(layers, bottleneck=True, name=name, num_classes=1,
+                               dilate=(False, output_stride == 8, True), **common)
         del self.backbone.fc, self.backbone.pool, self.backbone.flatten  # features only
         features = self.backbone.layer4[-1].bn3.num_features
-        conv_layer = ConvFactory(conv, conv_kwargs, replace_stem)
-        channels = max(8, round(256 * width))
+        conv_layer = shared.convs()
+        channels = max(8, round(256 * shared.width))
         rates = (12, 24, 36) if output_stride == 8 else (6, 12, 18)
-        self.head = nn.Sequential(ASPP(features, rates, conv_layer, channels),
-                                  ConvNormAct(conv_layer, channels, channels, 3),
+        self.head = nn.Sequential(ASPP(features, rates, conv_layer, channels, **shared.norm_act()),
+                                  ConvNormAct(conv_layer, channels, channels, 3, **shared.norm_act()),
                                   nn.Conv2d(channels, num_classes, 1))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -82,23 +81,11 @@ class DeepLabV3(nn.Module):
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def _builder(name: str, layers: tuple[int, int, int, int]) -> Callable[..., DeepLabV3]:
-    def build(*, conv: str | ConvBuilder = "conv", conv_kwargs: dict[str, Any] | None = None, width: float = 1.0,
-              num_classes: int = 21, in_chans: int = 3, output_stride: int = 8,
-              replace_stem: bool | None = None) -> DeepLabV3:
-        return DeepLabV3(layers, name=name, conv=conv, conv_kwargs=conv_kwargs, width=width,
-                         num_classes=num_classes, in_chans=in_chans, output_stride=output_stride,
-                         replace_stem=replace_stem)
-
-    build.__name__ = build.__qualname__ = name
-    return build
-
-
 register_model(
     "deeplabv3_resnet50", input_size=(3, 520, 520), num_classes=21, tags=("segmentation", "deeplab"),
     description="DeepLabV3, dilated ResNet-50 (output stride 8), ASPP: 39.64 M params with 21 classes (torchvision's)",
-)(_builder("deeplabv3_resnet50", (3, 4, 6, 3)))
+)(functools.partial(DeepLabV3, (3, 4, 6, 3), name="deeplabv3_resnet50"))
 register_model(
     "deeplabv3_resnet101", input_size=(3, 520, 520), num_classes=21, tags=("segmentation", "deeplab"),
     description="DeepLabV3, dilated ResNet-101 (output stride 8), ASPP: 58.63 M params with 21 classes",
-)(_builder("deeplabv3_resnet101", (3, 4, 23, 3)))
+)(functools.partial(DeepLabV3, (3, 4, 23, 3), name="deeplabv3_resnet101"))

@@ -13,10 +13,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..registry import ConvBuilder, register_model
+from ..registry import register_model
+from .backbone import Backbone, ClassifierHead
 from .layers import (
-    ClassifierHead,
-    backbone_convs,
     check_positive,
     default_act,
     init_weights,
@@ -66,7 +65,7 @@ class Transition(nn.Sequential):
         self.pool = nn.AvgPool2d(2, ceil_mode=True)
 
 
-class DenseNet(ClassifierHead, nn.Module):
+class DenseNet(Backbone, ClassifierHead, nn.Module):
     """CIFAR DenseNet of depth 3n+4 with growth rate `growth_rate`·width."""
 
     def __init__(
@@ -75,37 +74,29 @@ class DenseNet(ClassifierHead, nn.Module):
         *,
         growth_rate: int = 12,
         name: str = "densenet",
-        conv: str | ConvBuilder = "conv",
-        conv_kwargs: dict[str, Any] | None = None,
-        width: float = 1.0,
-        num_classes: int = 10,
-        in_chans: int = 3,
-        replace_stem: bool | None = None,
-        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
-        act_layer: Callable[[], nn.Module] = default_act,
+        **common: Any,
     ) -> None:
         super().__init__()
         if (depth - 4) % 3 or depth < 7:
             raise ValueError(f"{name}: depth must be 3n+4 with n >= 1, got {depth}")
-        conv_layer = backbone_convs(name, conv, conv_kwargs, width, num_classes, in_chans, replace_stem)
+        shared = self.common_args(name, common)
+        conv_layer = shared.convs()
         check_positive(name, "growth_rate", growth_rate, int)
-        growth = scale_width(growth_rate, width)
-        ch = scale_width(16, width)
+        growth = scale_width(growth_rate, shared.width)
+        ch = scale_width(16, shared.width)
         layers_per_block = (depth - 4) // 3
-        self.conv1 = conv_layer(in_chans, ch, 3, stem=True)
+        self.conv1 = conv_layer(shared.in_chans, ch, 3, stem=True)
         for b in range(3):
             block = []
             for _ in range(layers_per_block):
-                block.append(DenseLayer(ch, growth, conv_layer=conv_layer, norm_layer=norm_layer,
-                                        act_layer=act_layer))
+                block.append(DenseLayer(ch, growth, **shared.block_layers(conv_layer)))
                 ch += growth
             self.add_module(f"block{b + 1}", nn.Sequential(*block))
             if b < 2:
-                self.add_module(f"trans{b + 1}", Transition(ch, ch, conv_layer=conv_layer, norm_layer=norm_layer,
-                                                            act_layer=act_layer))
-        self.bn = norm_layer(ch)
-        self.act = act_layer()
-        self.add_classifier(ch, num_classes)
+                self.add_module(f"trans{b + 1}", Transition(ch, ch, **shared.block_layers(conv_layer)))
+        self.bn = shared.norm_layer(ch)
+        self.act = shared.act_layer()
+        self.add_classifier(ch, shared.num_classes)
         init_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:

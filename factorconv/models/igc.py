@@ -27,10 +27,9 @@ from torch import Tensor, nn
 from ..functional import shuffle_permutation
 from ..ops.channel import ChannelGather
 from ..registry import ConvBuilder, register_model
+from .backbone import Backbone
 from .cifar_resnet import CifarResNet
 from .layers import (
-    ConvFactory,
-    check_positive,
     default_act,
     init_weights,
     make_divisible,
@@ -190,7 +189,7 @@ IGCV3_SETTINGS = ((1, 16, 1, 1), (6, 24, 1, 2), (6, 24, 3, 1), (6, 32, 1, 2), (6
                   (6, 64, 7, 1), (6, 96, 1, 1), (6, 96, 5, 1), (6, 160, 1, 2), (6, 160, 5, 1), (6, 320, 1, 1))
 
 
-class IGCV2Mobilenet(nn.Module):
+class IGCV2Mobilenet(Backbone, nn.Module):
     """IGCV2 on ImageNet (Table 8): 3x3/2 stem to 64·α, IGCV2 blocks in MobileNetV1's pattern, pooling,
     an IGCV2* classifier (2048·α -> classes, g1 = 8, g2 = 4; g2 shrinks to divide the class count)."""
 
@@ -198,38 +197,30 @@ class IGCV2Mobilenet(nn.Module):
         self,
         *,
         name: str = "igcv2_mobilenet",
-        conv: str | ConvBuilder = "conv",
-        conv_kwargs: dict[str, Any] | None = None,
-        width: float = 1.0,
-        num_classes: int = 10,
-        in_chans: int = 3,
         g1: int = 8,
         g2: int = 8,
-        replace_stem: bool | None = None,
-        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
-        act_layer: Callable[[], nn.Module] = default_act,
+        **common: Any,
     ) -> None:
         super().__init__()
-        for option, value in (("width", width), ("num_classes", num_classes), ("in_chans", in_chans)):
-            check_positive(name, option, value, float if option == "width" else int)
-        conv_layer = ConvFactory(conv, conv_kwargs, replace_stem)
+        shared = self.common_args(name, common)
+        conv_layer = shared.convs()
 
         def ch(c: int) -> int:
-            return make_divisible(c * width, 8)
+            return make_divisible(c * shared.width, 8)
 
         stem = ch(64)
-        self.stem = nn.Sequential(conv_layer(in_chans, stem, 3, stride=2, stem=True), norm_layer(stem), act_layer())
+        self.stem = nn.Sequential(conv_layer(shared.in_chans, stem, 3, stride=2, stem=True), shared.norm_layer(stem),
+                                  shared.act_layer())
         blocks, in_ch = [], stem
         for _, out, stride, repeats in IGCV2_BLOCKS:
             for i in range(repeats):
                 blocks.append(IGCV2Block(in_ch, ch(out), stride if i == 0 else 1, g1=g1, g2=g2,
-                                         conv_layer=conv_layer, norm_layer=norm_layer, act_layer=act_layer))
+                                         **shared.block_layers(conv_layer)))
                 in_ch = ch(out)
         self.blocks = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = IGCV2Block(in_ch, num_classes, g1=8, g2=math.gcd(4, num_classes), spatial=False,
-                                     final_act=False, conv_layer=conv_layer, norm_layer=norm_layer,
-                                     act_layer=act_layer)
+        self.classifier = IGCV2Block(in_ch, shared.num_classes, g1=8, g2=math.gcd(4, shared.num_classes),
+                                     spatial=False, final_act=False, **shared.block_layers(conv_layer))
         self.flatten = nn.Flatten(1)
         init_weights(self)
 
@@ -247,21 +238,13 @@ class IGCV3(MobileNetV2):
         self,
         *,
         name: str = "igcv3",
-        conv: str | ConvBuilder = "conv",
-        conv_kwargs: dict[str, Any] | None = None,
-        width: float = 1.0,
-        num_classes: int = 10,
-        in_chans: int = 3,
         g1: int = 2,
         g2: int = 2,
         dropout: float = 0.2,
-        replace_stem: bool | None = None,
-        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
         act_layer: Callable[[], nn.Module] = relu6,
+        **common: Any,
     ) -> None:
-        super().__init__(name=name, conv=conv, conv_kwargs=conv_kwargs, width=width, num_classes=num_classes,
-                         in_chans=in_chans, dropout=dropout, replace_stem=replace_stem, norm_layer=norm_layer,
-                         act_layer=act_layer, block_options={"g1": g1, "g2": g2})
+        super().__init__(name=name, dropout=dropout, act_layer=act_layer, block_options={"g1": g1, "g2": g2}, **common)
 
     def block(self, in_ch: int, out_ch: int, stride: int, expansion: int, **layer: Any) -> nn.Module:
         return IGCV3Block(in_ch, out_ch, stride, expansion, **layer)

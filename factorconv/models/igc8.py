@@ -9,19 +9,17 @@ stem, as the paper adapts its CIFAR networks to Tiny ImageNet: the CPU scale of 
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable
 from typing import Any
 
 from torch import Tensor, nn
 
 from ..registry import ConvBuilder, register_model
+from .backbone import Backbone, ClassifierHead
 from .layers import (
-    ClassifierHead,
-    ConvFactory,
     ConvNormAct,
     check_positive,
-    default_act,
     init_weights,
     scaled_channels,
 )
@@ -29,69 +27,51 @@ from .layers import (
 __all__ = ["EightLayerNet"]
 
 
-class EightLayerNet(ClassifierHead, nn.Module):
-    """Stem (a plain 3x3 conv) + six C -> C operator layers with BN and act + pool + classifier."""
+class EightLayerNet(Backbone, ClassifierHead, nn.Module):
+    """Stem (a plain 3x3 conv unless `replace_stem`) + six C -> C operator layers with BN and act + pool +
+    classifier. `channels` None: `default_channels` (the registered network's C)."""
 
     def __init__(
         self,
         *,
         name: str = "igc8",
-        default_conv: str = "dsep",
-        conv: str | ConvBuilder | None = None,
-        conv_kwargs: dict[str, Any] | None = None,
-        width: float = 1.0,
-        channels: int = 64,
+        conv: str | ConvBuilder = "dsep",
+        channels: int | None = None,
+        default_channels: int = 64,
         layers: int = 6,
         stem_stride: int = 1,
-        num_classes: int = 10,
-        in_chans: int = 3,
-        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
-        act_layer: Callable[[], nn.Module] = default_act,
+        **common: Any,
     ) -> None:
         super().__init__()
         check_positive(name, "layers", layers, int)
         if stem_stride not in (1, 2):
             raise ValueError(f"{name}: stem_stride must be 1 or 2, got {stem_stride!r}")
-        c = scaled_channels(name, channels, 64, width)
-        conv = default_conv if conv is None else conv
-        options = dict(conv_kwargs or {})
+        shared = self.common_args(name, common, conv=conv)
+        c = scaled_channels(name, channels, default_channels, shared.width)
+        options = dict(shared.conv_kwargs or {})
         if conv == "igcv2" and "K" not in options and "branch_sizes" not in options:
             # two 1x1 convs with branches of K channels, K the divisor of C nearest sqrt(C) (12 for C144)
             k = min((d for d in range(1, c + 1) if c % d == 0), key=lambda d: (abs(d - math.sqrt(c)), d))
             options = {"L": 3, "K": k, **options}
-        conv_layer = ConvFactory(conv, options)
-        self.stem = ConvNormAct(conv_layer, in_chans, c, 3, stride=stem_stride, stem=True, norm_layer=norm_layer,
-                                act_layer=act_layer)
-        self.blocks = nn.Sequential(*(ConvNormAct(conv_layer, c, c, 3, norm_layer=norm_layer, act_layer=act_layer)
+        conv_layer = shared.convs(options)
+        self.stem = ConvNormAct(conv_layer, shared.in_chans, c, 3, stride=stem_stride, stem=True,
+                                **shared.norm_act())
+        self.blocks = nn.Sequential(*(ConvNormAct(conv_layer, c, c, 3, **shared.norm_act())
                                       for _ in range(layers)))
-        self.add_classifier(c, num_classes)
+        self.add_classifier(c, shared.num_classes)
         init_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classify(self.blocks(self.stem(x)))
 
 
-def _builder(name: str, default_conv: str, default_channels: int) -> Callable[..., EightLayerNet]:
-    def build(*, conv: str | ConvBuilder | None = None, conv_kwargs: dict[str, Any] | None = None,
-              width: float = 1.0, channels: int = default_channels, layers: int = 6, stem_stride: int = 1,
-              num_classes: int = 10, in_chans: int = 3,
-              norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
-              act_layer: Callable[[], nn.Module] = default_act) -> EightLayerNet:
-        return EightLayerNet(name=name, default_conv=default_conv, conv=conv, conv_kwargs=conv_kwargs, width=width,
-                             channels=channels, layers=layers, stem_stride=stem_stride, num_classes=num_classes,
-                             in_chans=in_chans, norm_layer=norm_layer, act_layer=act_layer)
-
-    build.__name__ = build.__qualname__ = name
-    return build
-
-
 register_model(
     "xception8", tags=("cifar", "igc"),
     description="IGCV2's 8-layer net (Table 2): stem + six channel-wise 3x3 + 1x1 layers at C channels, no "
                 "down-sampling",
-)(_builder("xception8", "dsep", 64))
+)(functools.partial(EightLayerNet, name="xception8", conv="dsep", default_channels=64))
 register_model(
     "igcv2_8", tags=("cifar", "igc"),
     description="IGCV2's 8-layer net (Table 2): stem + six IGCV2 layers (L = 3, K = sqrt(C)) at C channels, no "
                 "down-sampling",
-)(_builder("igcv2_8", "igcv2", 144))
+)(functools.partial(EightLayerNet, name="igcv2_8", conv="igcv2", default_channels=144))

@@ -17,16 +17,16 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..checks import is_number
 from ..ops.spec import as_pair
 from ..registry import ConvBuilder, create_conv2d, replaces, stem_default
 
 __all__ = [
-    "ClassifierHead",
     "ConvFactory",
     "ConvNormAct",
     "ZeroPadShortcut",
-    "backbone_convs",
     "check_choice",
+    "check_dropout",
     "check_positive",
     "default_act",
     "init_weights",
@@ -116,37 +116,16 @@ def scale_width(base: int, width: float, divisor: int = 1, min_value: int | None
 
 
 def check_positive(model: str, option: str, value: Any, kind: type = float) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    ok = is_number(value) and value > 0
     if ok and kind is int:
         ok = isinstance(value, int)
     if not ok:
         raise ValueError(f"{model}: {option} must be a positive {kind.__name__}, got {value!r}")
 
 
-def backbone_convs(model: str, conv: Any, conv_kwargs: dict[str, Any] | None, width: float, num_classes: int,
-                   in_chans: int, replace_stem: bool | None = None) -> ConvFactory:
-    """The preamble every backbone opens with: its size arguments checked (each a ValueError naming the model
-    and the option), and the factory its convs are built by."""
-    check_positive(model, "width", width)
-    check_positive(model, "num_classes", num_classes, int)
-    check_positive(model, "in_chans", in_chans, int)
-    return ConvFactory(conv, conv_kwargs, replace_stem)
-
-
-class ClassifierHead:
-    """Mixin of the classification backbones: one classifier head, the same modules and state_dict keys in
-    every one of them. `add_classifier` installs `pool` (global average), `flatten`, `drop` (nn.Dropout, or
-    nn.Identity without dropout: no parameters either way) and `fc`; `classify` runs them (TorchScript compiles
-    it as a method of the model)."""
-
-    def add_classifier(self, in_features: int, num_classes: int, dropout: float = 0.0) -> None:
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten(1)
-        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.fc = nn.Linear(in_features, num_classes)
-
-    def classify(self, features: Tensor) -> Tensor:
-        return self.fc(self.drop(self.flatten(self.pool(features))))
+def check_dropout(model: str, dropout: Any) -> None:
+    if not is_number(dropout) or not 0 <= dropout < 1:
+        raise ValueError(f"{model}: dropout must be in [0, 1), got {dropout!r}")
 
 
 def scaled_channels(model: str, channels: int | None, default: int, width: float) -> int:

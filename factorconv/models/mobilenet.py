@@ -15,13 +15,12 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..registry import ConvBuilder, register_model
+from ..registry import register_model
+from .backbone import Backbone, ClassifierHead
 from .layers import (
-    ClassifierHead,
-    ConvFactory,
     ConvNormAct,
     check_choice,
-    check_positive,
+    check_dropout,
     default_act,
     init_weights,
     make_divisible,
@@ -35,14 +34,6 @@ V1_BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), *((512, 
 V2_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
                (6, 320, 1, 1))
 relu6: Callable[[], nn.Module] = functools.partial(nn.ReLU6, inplace=True)
-
-
-def _check_common(name: str, width: float, num_classes: int, in_chans: int, dropout: float) -> None:
-    check_positive(name, "width", width)
-    check_positive(name, "num_classes", num_classes, int)
-    check_positive(name, "in_chans", in_chans, int)
-    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
-        raise ValueError(f"{name}: dropout must be in [0, 1), got {dropout!r}")
 
 
 class SeparableBlock(nn.Sequential):
@@ -64,7 +55,7 @@ class SeparableBlock(nn.Sequential):
         self.pw = ConvNormAct(conv_layer, in_ch, out_ch, 1, norm_layer=norm_layer, act_layer=act_layer)
 
 
-class MobileNetV1(ClassifierHead, nn.Module):
+class MobileNetV1(Backbone, ClassifierHead, nn.Module):
     """MobileNetV1 with width multiplier α (channels max(int(c·α), 8), as TF-slim).
 
     `block="separable"` (default): the 13 depthwise-separable blocks. `block="conv"`: each becomes one 3x3
@@ -76,39 +67,30 @@ class MobileNetV1(ClassifierHead, nn.Module):
         self,
         *,
         name: str = "mobilenet_v1",
-        conv: str | ConvBuilder = "conv",
-        conv_kwargs: dict[str, Any] | None = None,
-        width: float = 1.0,
-        num_classes: int = 10,
-        in_chans: int = 3,
         dropout: float = 0.0,
         block: str = "separable",
-        replace_stem: bool | None = None,
-        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
-        act_layer: Callable[[], nn.Module] = default_act,
+        **common: Any,
     ) -> None:
         super().__init__()
-        _check_common(name, width, num_classes, in_chans, dropout)
+        shared = self.common_args(name, common)
+        check_dropout(name, dropout)
         check_choice(name, "block", block, ("separable", "conv"))
-        conv_layer = ConvFactory(conv, conv_kwargs, replace_stem)
+        conv_layer = shared.convs()
 
         def ch(c: int) -> int:
-            return max(int(c * width), 8)
+            return max(int(c * shared.width), 8)
 
         in_ch = ch(32)
-        self.stem = ConvNormAct(conv_layer, in_chans, in_ch, 3, stride=2, stem=True, norm_layer=norm_layer,
-                                act_layer=act_layer)
+        self.stem = ConvNormAct(conv_layer, shared.in_chans, in_ch, 3, stride=2, stem=True, **shared.norm_act())
         blocks = []
         for out, stride in V1_BLOCKS:
             if block == "separable":
-                blocks.append(SeparableBlock(in_ch, ch(out), stride, conv_layer=conv_layer, norm_layer=norm_layer,
-                                             act_layer=act_layer))
+                blocks.append(SeparableBlock(in_ch, ch(out), stride, **shared.block_layers(conv_layer)))
             else:
-                blocks.append(ConvNormAct(conv_layer, in_ch, ch(out), 3, stride=stride, norm_layer=norm_layer,
-                                          act_layer=act_layer))
+                blocks.append(ConvNormAct(conv_layer, in_ch, ch(out), 3, stride=stride, **shared.norm_act()))
             in_ch = ch(out)
         self.blocks = nn.Sequential(*blocks)
-        self.add_classifier(in_ch, num_classes, dropout)
+        self.add_classifier(in_ch, shared.num_classes, dropout)
         init_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -146,7 +128,7 @@ class InvertedResidual(nn.Module):
         return x + self.conv(x) if self.residual else self.conv(x)
 
 
-class MobileNetV2(ClassifierHead, nn.Module):
+class MobileNetV2(Backbone, ClassifierHead, nn.Module):
     """MobileNetV2 with width multiplier α (channels rounded to multiples of 8, as torchvision). The skeleton
     (stem, `settings` of (expansion t, channels, repeats, first stride), a last layer to 1280·max(1, α),
     pooling and a linear classifier) is also IGCV3's: a subclass gives its own `settings`, `block` and
@@ -158,33 +140,28 @@ class MobileNetV2(ClassifierHead, nn.Module):
         self,
         *,
         name: str = "mobilenet_v2",
-        conv: str | ConvBuilder = "conv",
-        conv_kwargs: dict[str, Any] | None = None,
-        width: float = 1.0,
-        num_classes: int = 10,
-        in_chans: int = 3,
         dropout: float = 0.2,
-        replace_stem: bool | None = None,
-        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
         act_layer: Callable[[], nn.Module] = relu6,
         block_options: dict[str, Any] | None = None,
+        **common: Any,
     ) -> None:
         super().__init__()
-        _check_common(name, width, num_classes, in_chans, dropout)
-        conv_layer = ConvFactory(conv, conv_kwargs, replace_stem)
-        layer = {"conv_layer": conv_layer, "norm_layer": norm_layer, "act_layer": act_layer}
-        in_ch = make_divisible(32 * width)
-        last = make_divisible(1280 * max(1.0, width))
-        layers: list[nn.Module] = [ConvNormAct(conv_layer, in_chans, in_ch, 3, stride=2, stem=True,
-                                               norm_layer=norm_layer, act_layer=act_layer)]
+        shared = self.common_args(name, common, act_layer=act_layer)
+        check_dropout(name, dropout)
+        conv_layer = shared.convs()
+        layer = shared.block_layers(conv_layer)
+        in_ch = make_divisible(32 * shared.width)
+        last = make_divisible(1280 * max(1.0, shared.width))
+        layers: list[nn.Module] = [ConvNormAct(conv_layer, shared.in_chans, in_ch, 3, stride=2, stem=True,
+                                               **shared.norm_act())]
         for t, c, n, s in self.settings:
-            out = make_divisible(c * width)
+            out = make_divisible(c * shared.width)
             for i in range(n):
                 layers.append(self.block(in_ch, out, s if i == 0 else 1, t, **layer, **(block_options or {})))
                 in_ch = out
         layers.append(self.last_layer(in_ch, last, **layer, **(block_options or {})))
         self.features = nn.Sequential(*layers)
-        self.add_classifier(last, num_classes, dropout)
+        self.add_classifier(last, shared.num_classes, dropout)
         init_weights(self)
 
     def block(self, in_ch: int, out_ch: int, stride: int, expansion: int, **layer: Any) -> nn.Module:

@@ -12,9 +12,9 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..registry import ConvBuilder, register_model
-from .layers import ConvFactory, ConvNormAct, init_weights, make_divisible
-from .mobilenet import _check_common
+from ..registry import register_model
+from .backbone import Backbone
+from .layers import ConvNormAct, check_dropout, init_weights, make_divisible
 
 __all__ = ["MobileNetV3", "SqueezeExcite"]
 
@@ -42,17 +42,17 @@ class SqueezeExcite(nn.Module):
 
 class _Block(nn.Module):
     def __init__(self, in_ch: int, kernel: int, expanded: int, out_ch: int, se: bool, hard_swish: bool,
-                 stride: int, conv_layer: Callable[..., nn.Module]) -> None:
+                 stride: int, *, conv_layer: Callable[..., nn.Module], norm_layer: Callable[[int], nn.Module],
+                 act_layer: Callable[[], nn.Module]) -> None:
         super().__init__()
-        act = nn.Hardswish if hard_swish else nn.ReLU
+        layer = {"norm_layer": norm_layer, "act_layer": nn.Hardswish if hard_swish else act_layer}
         layers: list[nn.Module] = []
         if expanded != in_ch:
-            layers.append(ConvNormAct(conv_layer, in_ch, expanded, 1, act_layer=act))
-        layers.append(ConvNormAct(conv_layer, expanded, expanded, kernel, stride=stride, groups=expanded,
-                                  act_layer=act))
+            layers.append(ConvNormAct(conv_layer, in_ch, expanded, 1, **layer))
+        layers.append(ConvNormAct(conv_layer, expanded, expanded, kernel, stride=stride, groups=expanded, **layer))
         if se:
             layers.append(SqueezeExcite(expanded))
-        layers.append(ConvNormAct(conv_layer, expanded, out_ch, 1, act_layer=None))
+        layers.append(ConvNormAct(conv_layer, expanded, out_ch, 1, norm_layer=norm_layer, act_layer=None))
         self.block = nn.Sequential(*layers)
         self.residual = stride == 1 and in_ch == out_ch
 
@@ -60,40 +60,34 @@ class _Block(nn.Module):
         return x + self.block(x) if self.residual else self.block(x)
 
 
-class MobileNetV3(nn.Module):
-    """MobileNetV3-Large with width multiplier α (channels make_divisible(c·α), as torchvision)."""
+class MobileNetV3(Backbone, nn.Module):
+    """MobileNetV3-Large with width multiplier α (channels make_divisible(c·α), as torchvision). The stem, the
+    last conv and the blocks the paper marks get hard-swish; `act_layer` is the other blocks' (ReLU)."""
 
-    def __init__(
-        self,
-        *,
-        conv: str | ConvBuilder = "conv",
-        conv_kwargs: dict[str, Any] | None = None,
-        width: float = 1.0,
-        num_classes: int = 10,
-        in_chans: int = 3,
-        dropout: float = 0.2,
-        replace_stem: bool | None = None,
-    ) -> None:
+    def __init__(self, *, name: str = "mobilenet_v3_large", dropout: float = 0.2,
+                 act_layer: Callable[[], nn.Module] = nn.ReLU, **common: Any) -> None:
         super().__init__()
-        _check_common("mobilenet_v3_large", width, num_classes, in_chans, dropout)
-        conv_layer = ConvFactory(conv, conv_kwargs, replace_stem)
-        in_ch = make_divisible(16 * width)
-        layers: list[nn.Module] = [ConvNormAct(conv_layer, in_chans, in_ch, 3, stride=2, stem=True,
-                                               act_layer=nn.Hardswish)]
+        shared = self.common_args(name, common, act_layer=act_layer)
+        check_dropout(name, dropout)
+        conv_layer = shared.convs()
+        in_ch = make_divisible(16 * shared.width)
+        layers: list[nn.Module] = [ConvNormAct(conv_layer, shared.in_chans, in_ch, 3, stride=2, stem=True,
+                                               norm_layer=shared.norm_layer, act_layer=nn.Hardswish)]
         for kernel, expanded, out, se, hard_swish, stride in LARGE:
-            out_ch = make_divisible(out * width)
-            layers.append(_Block(in_ch, kernel, make_divisible(expanded * width), out_ch, se, hard_swish, stride,
-                                 conv_layer))
+            out_ch = make_divisible(out * shared.width)
+            layers.append(_Block(in_ch, kernel, make_divisible(expanded * shared.width), out_ch, se, hard_swish,
+                                 stride, **shared.block_layers(conv_layer)))
             in_ch = out_ch
         last_conv = 6 * in_ch
-        layers.append(ConvNormAct(conv_layer, in_ch, last_conv, 1, act_layer=nn.Hardswish))
+        layers.append(ConvNormAct(conv_layer, in_ch, last_conv, 1, norm_layer=shared.norm_layer,
+                                  act_layer=nn.Hardswish))
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten(1)
-        hidden = make_divisible(1280 * width)
+        hidden = make_divisible(1280 * shared.width)
         self.classifier = nn.Sequential(nn.Linear(last_conv, hidden), nn.Hardswish(),
                                         nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
-                                        nn.Linear(hidden, num_classes))
+                                        nn.Linear(hidden, shared.num_classes))
         init_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -18,10 +18,10 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..registry import ConvBuilder, register_model
+from ..registry import register_model
+from .backbone import Backbone, ClassifierHead
 from .layers import (
-    ClassifierHead,
-    backbone_convs,
+    check_dropout,
     default_act,
     init_weights,
     scale_width,
@@ -105,7 +105,7 @@ class PreActBottleneck(nn.Module):
         return out + skip
 
 
-class PreActResNet(ClassifierHead, nn.Module):
+class PreActResNet(Backbone, ClassifierHead, nn.Module):
     """Pre-activation ResNet / WRN for CIFAR: 3x3 stem, three stages, BN-act, pooling, classifier.
 
     `blocks_per_stage` basic (or bottleneck) blocks at widths 16·k, 32·k, 64·k (k = `widen_factor`), all
@@ -119,37 +119,29 @@ class PreActResNet(ClassifierHead, nn.Module):
         bottleneck: bool = False,
         widen_factor: int = 1,
         name: str = "preact_resnet",
-        conv: str | ConvBuilder = "conv",
-        conv_kwargs: dict[str, Any] | None = None,
-        width: float = 1.0,
-        num_classes: int = 10,
-        in_chans: int = 3,
         dropout: float = 0.0,
-        replace_stem: bool | None = None,
-        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
-        act_layer: Callable[[], nn.Module] = default_act,
+        **common: Any,
     ) -> None:
         super().__init__()
-        conv_layer = backbone_convs(name, conv, conv_kwargs, width, num_classes, in_chans, replace_stem)
-        if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
-            raise ValueError(f"{name}: dropout must be in [0, 1), got {dropout!r}")
+        shared = self.common_args(name, common)
+        conv_layer = shared.convs()
+        check_dropout(name, dropout)
         block = PreActBottleneck if bottleneck else PreActBasicBlock
-        stem_ch = scale_width(16, width)
-        planes = [scale_width(16 * widen_factor, width) * m for m in (1, 2, 4)]
+        stem_ch = scale_width(16, shared.width)
+        planes = [scale_width(16 * widen_factor, shared.width) * m for m in (1, 2, 4)]
 
-        self.conv1 = conv_layer(in_chans, stem_ch, 3, stem=True)
+        self.conv1 = conv_layer(shared.in_chans, stem_ch, 3, stem=True)
         in_ch = stem_ch
         for i, p in enumerate(planes):
             layers = []
             for j in range(blocks_per_stage):
                 stride = 2 if i > 0 and j == 0 else 1
-                layers.append(block(in_ch, p, stride, conv_layer=conv_layer, norm_layer=norm_layer,
-                                    act_layer=act_layer, dropout=dropout))
+                layers.append(block(in_ch, p, stride, **shared.block_layers(conv_layer), dropout=dropout))
                 in_ch = p * block.expansion
             self.add_module(f"layer{i + 1}", nn.Sequential(*layers))
-        self.bn = norm_layer(in_ch)
-        self.act = act_layer()
-        self.add_classifier(in_ch, num_classes)
+        self.bn = shared.norm_layer(in_ch)
+        self.act = shared.act_layer()
+        self.add_classifier(in_ch, shared.num_classes)
         init_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:

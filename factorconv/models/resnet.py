@@ -7,17 +7,14 @@ baseline, 11.17 M parameters).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from typing import Any
 
 from torch import Tensor, nn
 
-from ..registry import ConvBuilder, register_model
+from ..registry import register_model
+from .backbone import Backbone, ClassifierHead
 from .cifar_resnet import BasicBlock, Bottleneck
 from .layers import (
-    ClassifierHead,
-    backbone_convs,
-    default_act,
     init_weights,
     scale_width,
 )
@@ -25,7 +22,7 @@ from .layers import (
 __all__ = ["Bottleneck", "ResNet"]
 
 
-class ResNet(ClassifierHead, nn.Module):
+class ResNet(Backbone, ClassifierHead, nn.Module):
     """ResNet with basic or bottleneck blocks; `cifar_stem` swaps the ImageNet stem for a 3x3/1 conv;
     `groups` / `width_per_group` make the bottlenecks ResNeXt's (an operator takes the group conv through its
     `groups` argument: DO-GConv for doconv)."""
@@ -40,26 +37,20 @@ class ResNet(ClassifierHead, nn.Module):
         width_per_group: int = 64,
         dilate: tuple[bool, bool, bool] = (False, False, False),
         name: str = "resnet",
-        conv: str | ConvBuilder = "conv",
-        conv_kwargs: dict[str, Any] | None = None,
-        width: float = 1.0,
-        num_classes: int = 10,
-        in_chans: int = 3,
-        replace_stem: bool | None = None,
-        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
-        act_layer: Callable[[], nn.Module] = default_act,
+        **common: Any,
     ) -> None:
         super().__init__()
-        conv_layer = backbone_convs(name, conv, conv_kwargs, width, num_classes, in_chans, replace_stem)
-        base = scale_width(64, width)
+        shared = self.common_args(name, common)
+        conv_layer = shared.convs()
+        base = scale_width(64, shared.width)
         if cifar_stem:
-            self.conv1 = conv_layer(in_chans, base, 3, stem=True)
+            self.conv1 = conv_layer(shared.in_chans, base, 3, stem=True)
             self.maxpool = nn.Identity()
         else:
-            self.conv1 = conv_layer(in_chans, base, 7, stride=2, stem=True)
+            self.conv1 = conv_layer(shared.in_chans, base, 7, stride=2, stem=True)
             self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        self.bn1 = norm_layer(base)
-        self.act1 = act_layer()
+        self.bn1 = shared.norm_layer(base)
+        self.act1 = shared.act_layer()
         in_ch = base
         if len(dilate) != 3 or (any(dilate) and not bottleneck):
             raise ValueError(f"{name}: dilate takes three booleans (stages 2-4), for bottleneck networks only")
@@ -74,16 +65,16 @@ class ResNet(ClassifierHead, nn.Module):
             for j in range(blocks):
                 stride = stage_stride if j == 0 else 1
                 if bottleneck:
-                    stage.append(Bottleneck(in_ch, planes, stride, conv_layer=conv_layer, norm_layer=norm_layer,
-                                            act_layer=act_layer, groups=groups, base_width=width_per_group,
-                                            dilation=previous if j == 0 else dilation))
+                    stage.append(Bottleneck(in_ch, planes, stride, groups=groups, base_width=width_per_group,
+                                            dilation=previous if j == 0 else dilation,
+                                            **shared.block_layers(conv_layer)))
                     in_ch = planes * Bottleneck.expansion
                 else:
-                    stage.append(BasicBlock(in_ch, planes, stride, shortcut="B", conv_layer=conv_layer,
-                                            norm_layer=norm_layer, act_layer=act_layer))
+                    stage.append(BasicBlock(in_ch, planes, stride, shortcut="B",
+                                            **shared.block_layers(conv_layer)))
                     in_ch = planes
             self.add_module(f"layer{i + 1}", nn.Sequential(*stage))
-        self.add_classifier(in_ch, num_classes)
+        self.add_classifier(in_ch, shared.num_classes)
         init_weights(self)
 
     def forward_features(self, x: Tensor) -> Tensor:

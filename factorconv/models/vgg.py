@@ -7,17 +7,14 @@ Pooling uses ceil_mode so that inputs other than 32x32 (28x28 Fashion-MNIST) sti
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from typing import Any
 
 from torch import Tensor, nn
 
-from ..registry import ConvBuilder, register_model
+from ..registry import register_model
+from .backbone import Backbone, ClassifierHead
 from .layers import (
-    ClassifierHead,
     ConvNormAct,
-    backbone_convs,
-    default_act,
     init_weights,
     scale_width,
 )
@@ -27,7 +24,7 @@ __all__ = ["VGG"]
 VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
 
-class VGG(ClassifierHead, nn.Module):
+class VGG(Backbone, ClassifierHead, nn.Module):
     """VGG with BN from a config of channel counts and "M" (2x2 max-pool)."""
 
     def __init__(
@@ -35,29 +32,22 @@ class VGG(ClassifierHead, nn.Module):
         config: tuple[int | str, ...] = VGG16,
         *,
         name: str = "vgg",
-        conv: str | ConvBuilder = "conv",
-        conv_kwargs: dict[str, Any] | None = None,
-        width: float = 1.0,
-        num_classes: int = 10,
-        in_chans: int = 3,
-        replace_stem: bool | None = None,
-        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
-        act_layer: Callable[[], nn.Module] = default_act,
+        **common: Any,
     ) -> None:
         super().__init__()
-        conv_layer = backbone_convs(name, conv, conv_kwargs, width, num_classes, in_chans, replace_stem)
+        shared = self.common_args(name, common)
+        conv_layer = shared.convs()
         layers: list[nn.Module] = []
-        in_ch = in_chans
+        in_ch = shared.in_chans
         for item in config:
             if item == "M":
                 layers.append(nn.MaxPool2d(2, 2, ceil_mode=True))
             else:
-                out_ch = scale_width(int(item), width)
-                layers.append(ConvNormAct(conv_layer, in_ch, out_ch, 3, stem=in_ch == in_chans and not layers,
-                                          norm_layer=norm_layer, act_layer=act_layer))
+                out_ch = scale_width(int(item), shared.width)
+                layers.append(ConvNormAct(conv_layer, in_ch, out_ch, 3, stem=not layers, **shared.norm_act()))
                 in_ch = out_ch
         self.features = nn.Sequential(*layers)
-        self.add_classifier(in_ch, num_classes)
+        self.add_classifier(in_ch, shared.num_classes)
         init_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:

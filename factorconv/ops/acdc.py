@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..checks import is_int, is_number
 from ..registry import register_conv
 from .base import ConvOperator
 from .chain import ChainPart, ChainPlan, Gather, compose_plan, deploy_plan, gather_indices
@@ -148,11 +149,11 @@ class ACDCConv2d(ConvOperator):
         path: str = "auto",
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, path=path)
-        if isinstance(atoms, bool) or not isinstance(atoms, int) or atoms < 1:
+        if not is_int(atoms) or atoms < 1:
             raise ValueError(f"ACDCConv2d: atoms must be a positive int, got {atoms!r}")
         if share not in SHARES:
             raise ValueError(f"ACDCConv2d: share must be one of {', '.join(SHARES)}, got {share!r}")
-        if isinstance(atom_drop, bool) or not isinstance(atom_drop, int | float) or not 0 <= atom_drop < 1:
+        if not is_number(atom_drop) or not 0 <= atom_drop < 1:
             raise ValueError(f"ACDCConv2d: atom_drop must be in [0, 1), got {atom_drop!r}")
         self.atoms_count, self.share, self.atom_drop = atoms, share, float(atom_drop)
         self.group_size = group_size
@@ -161,7 +162,7 @@ class ACDCConv2d(ConvOperator):
             sets, block, in_gather = 1, (cout, cin // self.groups), None
             self.conv_groups = self.groups
         else:
-            if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
+            if not is_int(group_size) or group_size < 1:
                 raise ValueError(f"ACDCConv2d: group_size must be a positive int, got {group_size!r}")
             if self.groups != 1:
                 raise ValueError("ACDCConv2d: group_size (the ACDC-g variants) needs a conv with groups=1")

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..checks import is_int
 from ..functional import expand_grouped_kernel
 from ..registry import register_conv
 from .base import ConvOperator, NormAffine, OperatorMixin
@@ -183,7 +184,7 @@ class DepthwiseSeparableConv2d(NormAffine, _TwoFactorOperator):
         if multiplier == "auto":  # Xception's transitions: depth multiplier out/in when out is a multiple
             whole = self.out_channels % self.in_channels == 0
             multiplier = max(1, self.out_channels // self.in_channels) if whole else 1
-        if isinstance(multiplier, bool) or not isinstance(multiplier, int) or multiplier < 1:
+        if not is_int(multiplier) or multiplier < 1:
             raise ValueError(f"DepthwiseSeparableConv2d: multiplier must be an int >= 1 or 'auto', got {multiplier!r}")
         if not isinstance(norm, bool):
             raise ValueError(f"DepthwiseSeparableConv2d: norm must be True or False, got {norm!r}")
@@ -320,7 +321,7 @@ class SpatialSeparableConv2d(_TwoFactorOperator):
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, path=path)
         mid = min(self.in_channels, self.out_channels) if mid_channels is None else mid_channels
-        if isinstance(mid, bool) or not isinstance(mid, int) or mid < 1 or mid % self.groups:
+        if not is_int(mid) or mid < 1 or mid % self.groups:
             raise ValueError(
                 f"SpatialSeparableConv2d: mid_channels must be a positive multiple of groups ({self.groups}), "
                 f"got {mid_channels!r}"

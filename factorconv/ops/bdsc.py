@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..checks import is_number
 from ..registry import register_conv
 from .base import ConvOperator, NormAffine
 from .examples import Draw, ExampleShape
@@ -180,9 +181,9 @@ class BalancedDecoupledConv2d(NormAffine, _PaddedInput):
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, path=path)
         name = "BalancedDecoupledConv2d"
-        if isinstance(p, bool) or not isinstance(p, int | float) or not p > 0:
+        if not is_number(p) or not p > 0:
             raise ValueError(f"{name}: p must be a positive number (S = p·out_channels), got {p!r}")
-        if isinstance(latent_scale, bool) or not isinstance(latent_scale, int | float) or not 0 < latent_scale <= 1:
+        if not is_number(latent_scale) or not 0 < latent_scale <= 1:
             raise ValueError(f"{name}: latent_scale must be a number in (0, 1] (a multiple of Q's MSRA "
                              f"initialisation), got {latent_scale!r}")
         for option, value in (("norm", norm), ("binary", binary)):

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..checks import is_int
 from ..registry import register_conv
 from .chain import ChainPart, ChainPlan, Gather, GroupConvChain
 from .channel import Reach, chain_reach
@@ -48,7 +49,7 @@ __all__ = [
 
 def _positive_ints(name: str, values: Sequence[Any]) -> list[int]:
     out = list(values)
-    if not out or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in out):
+    if not out or any(not is_int(v) or v < 1 for v in out):
         raise ValueError(f"{name} must be a non-empty sequence of positive ints, got {values!r}")
     return out
 
@@ -227,7 +228,7 @@ def igcv1_chain(in_channels: int, out_channels: int, kernel_size: tuple[int, int
     group 1x1 conv (out -> out) with out/partitions groups of `partitions` channels; per conv group."""
     cin, cout = in_channels // groups, out_channels // groups
     parts = math.gcd(cin, max(1, cout // 2)) if partitions is None else partitions
-    if isinstance(parts, bool) or not isinstance(parts, int):
+    if not is_int(parts):
         raise ValueError(f"InterleavedGroupConv1: partitions must be an int, got {partitions!r}")
     _check_divides("InterleavedGroupConv1", "partitions", parts, cin, cout)
     secondary = cout // parts  # M: channels per primary partition = number of secondary groups

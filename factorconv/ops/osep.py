@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from ..checks import is_int, is_number
 from ..registry import register_conv
 from .chain import ChainPart, ChainPlan, Gather, GroupConvChain
 from .channel import Reach, chain_reach
@@ -170,8 +171,8 @@ def _internal_channels(policy: Any, c_in: int, c_out: int, n: int) -> list[int]:
             "inverted": 4 * min(c_in, c_out),
         }[policy]
         return [max(1, math.floor(value + 0.5))] * (n - 1)
-    channels = [policy] * (n - 1) if isinstance(policy, int) and not isinstance(policy, bool) else list(policy)
-    if len(channels) != n - 1 or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels):
+    channels = [policy] * (n - 1) if is_int(policy) else list(policy)
+    if len(channels) != n - 1 or any(not is_int(c) or c < 1 for c in channels):
         raise ValueError(f"plan_osep: explicit channels need {n - 1} positive ints for {n} parts, got {policy!r}")
     return channels
 
@@ -219,7 +220,7 @@ def _preset_groups(groups: Sequence[int | None] | None, channels: list[int], n: 
         if g is None:
             continue
         limit = min(channels[i], channels[i + 1])
-        if isinstance(g, bool) or not isinstance(g, int) or not 1 <= g <= limit:
+        if not is_int(g) or not 1 <= g <= limit:
             raise ValueError(f"plan_osep: groups[{i}] must be an int in [1, {limit}] (eq. 16), got {g!r}")
         fixed[i] = g
     return fixed
@@ -271,13 +272,13 @@ def plan_osep(
     c_in = _positive_int("c_in", c_in)
     c_out = _positive_int("c_out", c_out)
     kernel = as_pair("plan_osep", "kernel_size", kernel_size, 1)
-    if isinstance(gamma, bool) or not isinstance(gamma, int | float) or not gamma > 0 or math.isinf(gamma):
+    if not is_number(gamma) or not gamma > 0 or math.isinf(gamma):
         raise ValueError(f"plan_osep: gamma must be a positive number, got {gamma!r}")
     if not isinstance(spatial, bool):
         raise ValueError(f"plan_osep: spatial must be True or False, got {spatial!r}")
     if n_parts == "auto":
         n = max(2, round(math.log(gamma * c_in * kernel[0] * kernel[1])))
-    elif isinstance(n_parts, int) and not isinstance(n_parts, bool) and n_parts >= 2:
+    elif is_int(n_parts) and n_parts >= 2:
         n = n_parts
     else:
         raise ValueError(f"plan_osep: n_parts must be an int >= 2 or 'auto', got {n_parts!r}")
@@ -338,7 +339,7 @@ def _keep_channel_condition(
 
 
 def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_int(value) or value < 1:
         raise ValueError(f"plan_osep: {name} must be a positive int, got {value!r}")
     return value
 

@@ -13,8 +13,7 @@ import torch
 
 from ..accounting import profile
 from ..ops.base import is_operator
-from ..registry import create_model
-from ..study import Executor, StudySpec, build_report, match_widths, operator_of, run_study
+from ..study import Executor, StudySpec, build_report, match_widths, run_study
 from ..study.stats import Summary
 from .catalog import Reproduction
 from .verdict import claim_verdict
@@ -76,9 +75,7 @@ def plan(study: Reproduction, scale: str, labels: list[str] | None = None) -> li
     for row in (r for r in study.rows if r.label in spec.convs):
         width = next(w for (label, _), (w, _) in widths.items() if label == row.label)
         with torch.device("meta"):
-            model = create_model(spec.model_of(row.label), conv=operator_of(row.label), width=width,
-                                 num_classes=classes, in_chans=input_size[0], conv_kwargs=spec.options(row.label),
-                                 **spec.backbone_options(row.label))
+            model = spec.entry(row.label).create_model(width, classes, input_size[0])
         prof = profile(model, input_size)
         counts = {key: getattr(prof, attr) / unit for key, (attr, unit) in COUNT_FIELDS.items()}
         counts["conv_params_m"], counts["conv_macs_m"] = (v / 1e6 for v in _conv_counts(model, prof))

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..checks import is_int
 from .execution import (
     Done,
     Failed,
@@ -152,9 +153,9 @@ class SubmititExecutor:
         if cluster not in (None, "slurm", "local", "debug"):
             raise ValueError(f"--submitit-cluster must be slurm, local or debug, got {cluster!r}")
         for name, value in (("--slurm-time", time_min), ("--slurm-cpus-per-job", cpus)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
+        if not is_int(gpus) or gpus < 0:
             raise ValueError(f"--slurm-gpus-per-job must be an integer >= 0, got {gpus!r}")
         self.folder, self.cluster, self.partition = Path(folder), cluster, partition
         self.time_min, self.gpus, self.cpus = time_min, gpus, cpus

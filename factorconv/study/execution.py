@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..checks import is_int
 from ..locking import process_alive
 from .errors import StudyError
 from .spec import BOOKKEEPING
@@ -178,7 +179,7 @@ class LocalExecutor:
     name = "local"
 
     def __init__(self, workers: int = 1) -> None:
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        if not is_int(workers) or workers < 1:
             raise ValueError(f"--workers must be a positive integer, got {workers!r}")
         self.workers = workers
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..locking import DirectoryLock, LockBusy
+from ..locking import DirectoryLock
 from .errors import StudyError
 
 __all__ = ["LOCK_NAME", "StudyLock"]
@@ -20,10 +20,6 @@ class StudyLock(DirectoryLock):
     def __init__(self, out: Path) -> None:
         super().__init__(out, LOCK_NAME)
 
-    def __enter__(self) -> StudyLock:
-        try:
-            super().__enter__()
-        except LockBusy as busy:
-            raise StudyError(f"{self.path.parent} is being run by another driver ({busy.holder}); wait for it to "
-                             "finish or stop it, then rerun this command to go on from what it finished") from None
-        return self
+    def busy_error(self, holder: str) -> Exception:
+        return StudyError(f"{self.path.parent} is being run by another driver ({holder}); wait for it to finish or "
+                          "stop it, then rerun this command to go on from what it finished")

@@ -7,10 +7,10 @@ width (the task's cost key; the mean of all finished runs for a key not seen yet
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from ..terminal import BarOrLines
 from .execution import RunTask
 
 __all__ = ["StudyProgress"]
@@ -24,14 +24,13 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-class StudyProgress:
+class StudyProgress(BarOrLines):
     """`started` are the study's tasks still to run, `finished` (task, result) pairs of runs finished before;
     `workers` runs execute at a time. `mode` "auto" draws a bar on a terminal (and where tqdm is installed),
     "bar" or "plain" force one."""
 
     def __init__(self, pending: Sequence[RunTask], finished: Sequence[tuple[RunTask, dict[str, Any]]],
                  workers: int, stream: TextIO | None = None, mode: str = "auto") -> None:
-        self.stream = stream or sys.stderr
         self.total = len(pending) + len(finished)
         self.workers = max(1, workers)
         self.remaining = list(pending)
@@ -39,19 +38,9 @@ class StudyProgress:
         self.seconds: dict[str, list[float]] = {}
         for task, result in finished:
             self._record(task, result)
-        if mode == "auto":
-            mode = "bar" if self.stream.isatty() else "plain"
-        self.bar: Any = None
-        if mode == "bar":
-            try:
-                from tqdm import tqdm
-            except ImportError:
-                mode = "plain"
-            else:
-                self.bar = tqdm(total=self.total, initial=self.done, unit="run", file=self.stream,
-                                dynamic_ncols=True, leave=True)
-                self.bar.set_postfix_str(self.status(), refresh=True)
-        self.mode = mode
+        super().__init__(mode, stream, total=self.total, initial=self.done, unit="run")
+        if self.bar is not None:
+            self.bar.set_postfix_str(self.status(), refresh=True)
 
     def _record(self, task: RunTask, result: dict[str, Any]) -> None:
         seconds = result.get("seconds")
@@ -101,14 +90,7 @@ class StudyProgress:
         self._show(line, advance=0)
 
     def _show(self, line: str, advance: int) -> None:
+        self.write(line)
         if self.bar is not None:
-            self.bar.write(line, file=self.stream)
             self.bar.update(advance)
             self.bar.set_postfix_str(self.status(), refresh=True)
-        else:
-            print(line, file=self.stream, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None

@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..checks import is_number
 from ..inputs import MAX_RECORD_BYTES, read_user_text
 from .errors import StudyError
 
@@ -50,7 +51,7 @@ def _bad(path: Path, field: str, value: Any, expected: str) -> StudyError:
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return is_number(value) and math.isfinite(value)
 
 
 def read_run_result(path: Path, metric_field: str) -> dict[str, Any] | None:

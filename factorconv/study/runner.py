@@ -21,7 +21,7 @@ from .lock import StudyLock
 from .progress import StudyProgress
 from .records import read_json_record, read_run_result
 from .report import build_report, run_dir_of
-from .spec import Budget, StudySpec, match_widths, operator_of, parse_budgets
+from .spec import Budget, StudySpec, match_widths, parse_budgets
 
 __all__ = ["plan_runs", "run_study"]
 
@@ -114,9 +114,9 @@ def _run_config(spec: StudySpec, run_dir: Path, conv: str, width: float, seed: i
                 data_fingerprint: str | None) -> dict[str, Any]:
     from ..train import resolve_config
 
-    fields = {"model": spec.model_of(conv), "conv": operator_of(conv), "width": width,
-              "conv_kwargs": spec.options(conv),
-              "model_kwargs": spec.backbone_options(conv), "data": spec.data, "data_dir": spec.data_dir, "seed": seed,
+    entry = spec.entry(conv)
+    fields = {"model": entry.model, "conv": entry.operator, "width": width, "conv_kwargs": entry.conv_kwargs,
+              "model_kwargs": entry.model_kwargs, "data": spec.data, "data_dir": spec.data_dir, "seed": seed,
               "threads": spec.threads, "run_dir": str(run_dir), "data_fingerprint": data_fingerprint}
     overrides = {k: v for k, v in spec.overrides.items() if k != "model_kwargs"}
     if quiet:

@@ -13,8 +13,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from torch import nn
+
 from ..budget import BY, count_model, match_latency, match_width, measure_latency
-from ..registry import conv_entry, model_entry
+from ..checks import is_int, is_number
+from ..registry import conv_entry, create_model, model_entry
 
 __all__ = [
     "AXES",
@@ -27,6 +30,7 @@ __all__ = [
     "MAX_BUDGET_FACTOR",
     "METRICS",
     "Budget",
+    "Entry",
     "StudySpec",
     "operator_of",
     "parse_budgets",
@@ -53,6 +57,21 @@ def operator_of(label: str) -> str:
     """The registered operator a study entry trains: an entry is an operator name, or `name:variant` for one
     of several configurations of an operator in one study (`acdc:net`, `acdc:stage`; options per entry)."""
     return label.split(":", 1)[0]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One entry of a study, parsed once (`StudySpec.entry`): what its runs train."""
+
+    label: str
+    operator: str
+    model: str
+    conv_kwargs: dict[str, Any]
+    model_kwargs: dict[str, Any]
+
+    def create_model(self, width: float, num_classes: int, in_chans: int) -> nn.Module:
+        return create_model(self.model, conv=self.operator, width=width, num_classes=num_classes, in_chans=in_chans,
+                            conv_kwargs=self.conv_kwargs, **self.model_kwargs)
 # A width whose count is further than this factor from the budget is refused: the comparison would not be
 # at the budget the user asked for (the grid's smallest width is already too big, or the largest too small).
 MAX_BUDGET_FACTOR = 1.5
@@ -195,19 +214,19 @@ class StudySpec:
         if self.reference is not None and self.reference not in self.convs:
             raise ValueError(f"compare: --reference {self.reference!r} is not in --convs ({','.join(self.convs)})")
         self.budgets  # noqa: B018  (parses: raises on a bad budget)
-        if isinstance(self.latency_batch, int) and not isinstance(self.latency_batch, bool):
+        if is_int(self.latency_batch):
             self.latency_batch = [self.latency_batch]  # studies recorded with one batch
         batches = self.latency_batch if isinstance(self.latency_batch, list | tuple) else [self.latency_batch]
         for name, values in (("seeds", [self.seeds]), ("threads", [self.threads]), ("latency_batch", batches),
                              ("latency_repeats", [self.latency_repeats])):
-            if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+            if not values or any(not is_int(v) or v < 1 for v in values):
                 raise ValueError(f"compare: --{name.replace('_', '-')} must be positive integers, got "
                                  f"{getattr(self, name)!r}")
         self.latency_batch = list(batches)
         if self.latency_runtime not in (None, "torch", "onnxruntime", "openvino", "best"):
             raise ValueError(f"compare: --latency-runtime must be torch, onnxruntime, openvino or best, got "
                              f"{self.latency_runtime!r}")
-        if isinstance(self.width, bool) or not isinstance(self.width, int | float) or not self.width > 0:
+        if not is_number(self.width) or not self.width > 0:
             raise ValueError(f"compare: width must be a positive number, got {self.width!r}")
         for label, model in self.models.items():
             if label not in self.convs:
@@ -218,7 +237,7 @@ class StudySpec:
         for label, width in self.fixed_widths.items():
             if label not in self.convs:
                 raise ValueError(f"compare: a width is fixed for {label!r}, which is not in --convs")
-            if isinstance(width, bool) or not isinstance(width, int | float) or not width > 0:
+            if not is_number(width) or not width > 0:
                 raise ValueError(f"compare: the fixed width of {label!r} must be a positive number, got {width!r}")
         if self.width != 1.0 and self.budgets:
             raise ValueError("compare: a fixed width is for studies without a budget (a budget chooses the widths)")
@@ -229,15 +248,17 @@ class StudySpec:
         resolve_config(self.preset, None, self.overrides)  # unknown preset or field: raises now, not mid-study
         return self
 
-    def options(self, conv: str) -> dict[str, Any]:
-        return {**DEFAULT_CONV_KWARGS.get(operator_of(conv), {}), **self.conv_kwargs.get(conv, {})}
+    def entry(self, label: str) -> Entry:
+        """Study entry `label` (one of `convs`) parsed: its operator, its backbone (`models`, else `model`), and
+        the options of both (the operator's paper defaults under the study's)."""
+        operator = operator_of(label)
+        return Entry(label, operator, self.models.get(label, self.model),
+                     {**DEFAULT_CONV_KWARGS.get(operator, {}), **self.conv_kwargs.get(label, {})},
+                     {**self.overrides.get("model_kwargs", {}), **self.model_kwargs.get(label, {})})
 
-    def model_of(self, conv: str) -> str:
-        """The backbone entry `conv` trains on (`models`, else `model`)."""
-        return self.models.get(conv, self.model)
-
-    def backbone_options(self, conv: str) -> dict[str, Any]:
-        return {**self.overrides.get("model_kwargs", {}), **self.model_kwargs.get(conv, {})}
+    @property
+    def entries(self) -> list[Entry]:
+        return [self.entry(label) for label in self.convs]
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide what every run computes (seeds, convs and budget values may grow between
@@ -252,8 +273,8 @@ class StudySpec:
         identity = {k: getattr(self, k) for k in keys}
         identity["overrides"] = {k: v for k, v in self.overrides.items() if k.split(".")[0] not in BOOKKEEPING}
         return identity | fixed | {
-            "budget kind": kinds, "conv_kwargs": {c: self.options(c) for c in self.convs},
-            "model_kwargs": {c: self.backbone_options(c) for c in self.convs}}
+            "budget kind": kinds, "conv_kwargs": {e.label: e.conv_kwargs for e in self.entries},
+            "model_kwargs": {e.label: e.model_kwargs for e in self.entries}}
 
 
 def match_widths(spec: StudySpec, input_size: tuple[int, int, int], num_classes: int
@@ -261,7 +282,8 @@ def match_widths(spec: StudySpec, input_size: tuple[int, int, int], num_classes:
     """(conv, budget) -> (width, the model's count at that width) for every budget (width 1 without one).
     Refuses a budget no width on the grid comes within MAX_BUDGET_FACTOR of."""
     out: dict[tuple[str, Budget | None], tuple[float, int | None]] = {}
-    for conv in spec.convs:
+    for entry in spec.entries:
+        conv = entry.label
         if not spec.budgets:
             out[(conv, None)] = (spec.fixed_widths.get(conv, spec.width), None)
         for budget in spec.budgets:
@@ -269,25 +291,25 @@ def match_widths(spec: StudySpec, input_size: tuple[int, int, int], num_classes:
                 width = spec.fixed_widths[conv]
                 if budget.by == "latency":
                     count = round(1e3 * measure_latency(
-                        spec.model_of(conv), operator_of(conv), width, spec.latency_runtime, spec.latency_batch[0],
-                        input_size=input_size, conv_kwargs=spec.options(conv), num_classes=num_classes,
-                        threads=spec.threads, **spec.backbone_options(conv)))
+                        entry.model, entry.operator, width, spec.latency_runtime, spec.latency_batch[0],
+                        input_size=input_size, conv_kwargs=entry.conv_kwargs, num_classes=num_classes,
+                        threads=spec.threads, **entry.model_kwargs))
                 else:
-                    count = count_model(spec.model_of(conv), operator_of(conv), width, budget.by,
-                                        input_size=input_size, conv_kwargs=spec.options(conv),
-                                        num_classes=num_classes, **spec.backbone_options(conv))
+                    count = count_model(entry.model, entry.operator, width, budget.by,
+                                        input_size=input_size, conv_kwargs=entry.conv_kwargs,
+                                        num_classes=num_classes, **entry.model_kwargs)
                 out[(conv, budget)] = (width, count)
                 continue
             try:
                 if budget.by == "latency":
-                    m = match_latency(spec.model_of(conv), operator_of(conv), budget.value, spec.latency_runtime,
+                    m = match_latency(entry.model, entry.operator, budget.value, spec.latency_runtime,
                                       spec.latency_batch[0], grid=spec.width_grid, input_size=input_size,
-                                      conv_kwargs=spec.options(conv), num_classes=num_classes, threads=spec.threads,
-                                      **spec.backbone_options(conv))
+                                      conv_kwargs=entry.conv_kwargs, num_classes=num_classes, threads=spec.threads,
+                                      **entry.model_kwargs)
                 else:
-                    m = match_width(spec.model_of(conv), operator_of(conv), budget.value, budget.by,
-                                    grid=spec.width_grid, input_size=input_size, conv_kwargs=spec.options(conv),
-                                    num_classes=num_classes, **spec.backbone_options(conv))
+                    m = match_width(entry.model, entry.operator, budget.value, budget.by,
+                                    grid=spec.width_grid, input_size=input_size, conv_kwargs=entry.conv_kwargs,
+                                    num_classes=num_classes, **entry.model_kwargs)
             except ValueError as err:
                 raise ValueError(f"compare: cannot match {conv!r} on {spec.model} to {budget}: {err}") from None
             target = budget.value * (1e3 if budget.by == "latency" else 1)  # latency: µs measured, ms asked

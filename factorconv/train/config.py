@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..checks import is_int, is_number
 from ..inputs import read_user_text
 from .tensorboard import LOG_CHOICES
 
@@ -185,7 +186,7 @@ def _type_error(value: Any, annotation: str) -> str | None:
             return None
         if kind == "bool" and isinstance(value, bool):
             return None
-        if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+        if kind == "int" and is_int(value):
             return None
         if kind == "float" and _finite_number(value):
             return None
@@ -200,7 +201,7 @@ def _type_error(value: Any, annotation: str) -> str | None:
 
 
 def _finite_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return is_number(value) and math.isfinite(value)
 
 
 def _unknown_message(key: str) -> str:
@@ -217,11 +218,11 @@ def _field_types() -> dict[str, Any]:
 def _coerce(key: str, value: Any) -> Any:
     """Make a parsed --set value fit its field: ints for float fields, floats for milestones, str fields."""
     kind = str(_field_types()[key])
-    if kind.startswith("float") and isinstance(value, int) and not isinstance(value, bool):
+    if kind.startswith("float") and is_int(value):
         return float(value)
     if kind.startswith("list[float]") and isinstance(value, list | tuple):
         return [float(v) if _finite_number(v) else v for v in value]  # anything else: validate() names it
-    if kind.startswith("str") and isinstance(value, int | float) and not isinstance(value, bool):
+    if kind.startswith("str") and is_number(value):
         return str(value)
     return value
 

@@ -4,31 +4,20 @@ stdout stays free for `--json`."""
 
 from __future__ import annotations
 
-import sys
 import time
-from typing import Any, TextIO
+from typing import TextIO
+
+from ..terminal import BarOrLines
 
 __all__ = ["Progress"]
 
 
-class Progress:
+class Progress(BarOrLines):
     def __init__(self, mode: str, total: int, initial: int, log_every: int, enabled: bool = True,
                  stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stderr
-        if mode == "auto":
-            mode = "bar" if self.stream.isatty() else "plain"
-        if mode == "bar":
-            try:
-                from tqdm import tqdm
-            except ImportError:
-                mode = "plain"
-        self.mode = mode if enabled else "off"
+        super().__init__(mode if enabled else "off", stream, total=total, initial=initial, unit="step")
         self.total, self.log_every = total, log_every
-        self.bar: Any = None
         self.t0, self.s0 = time.perf_counter(), initial
-        if self.mode == "bar":
-            self.bar = tqdm(total=total, initial=initial, unit="step", file=self.stream, dynamic_ncols=True,
-                            leave=True)
 
     def step(self, step: int, epoch: int, loss: float, acc: float, lr: float) -> None:
         if self.mode == "bar":
@@ -38,16 +27,3 @@ class Progress:
             rate = (step - self.s0) / max(time.perf_counter() - self.t0, 1e-9)
             self.write(f"step {step}/{self.total}  epoch {epoch + 1}  loss {loss:.4f}  acc {100 * acc:.2f}%  "
                        f"lr {lr:.4g}  {rate:.2f} steps/s")
-
-    def write(self, line: str) -> None:
-        if self.mode == "off":
-            return
-        if self.bar is not None:
-            self.bar.write(line, file=self.stream)
-        else:
-            print(line, file=self.stream, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None

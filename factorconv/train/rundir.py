@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..locking import DirectoryLock, LockBusy
+from ..locking import DirectoryLock
 from ..version import __version__
 
 __all__ = ["EVENTS_PREFIX", "RUN_LOCK", "RunDir", "RunDirError", "environment", "git_revision", "write_json"]
@@ -108,13 +108,9 @@ class _RunLock(DirectoryLock):
     def __init__(self, path: Path, wait: float) -> None:
         super().__init__(path, RUN_LOCK, wait)
 
-    def __enter__(self) -> _RunLock:
-        try:
-            super().__enter__()
-        except LockBusy as busy:
-            raise RunDirError(f"{self.path.parent} is being trained by another process ({busy.holder}); wait for it "
-                              "to finish or stop it, then run this again to go on from its checkpoint") from None
-        return self
+    def busy_error(self, holder: str) -> Exception:
+        return RunDirError(f"{self.path.parent} is being trained by another process ({holder}); wait for it to "
+                           "finish or stop it, then run this again to go on from its checkpoint")
 
 
 def git_revision() -> str | None:
