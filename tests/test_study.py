@@ -402,10 +402,10 @@ def test_plot_labels_of_operators_at_one_point_are_merged() -> None:
 
 _ORPHAN_SCRIPT = """
 import concurrent.futures as futures, multiprocessing, os, sys, time
-from factorconv.study.execution import _init_worker
+from factorconv.study.execution import init_worker
 if __name__ == "__main__":
     # the control starts its worker without the study's initializer, so nothing watches the parent
-    init = dict(initializer=_init_worker, initargs=(None, os.getpid())) if sys.argv[1] == "watch" else {}
+    init = dict(initializer=init_worker, initargs=(None, os.getpid())) if sys.argv[1] == "watch" else {}
     ctx = multiprocessing.get_context("spawn")
     with futures.ProcessPoolExecutor(1, mp_context=ctx, **init) as pool:
         print(pool.submit(os.getpid).result(), flush=True)

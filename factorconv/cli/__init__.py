@@ -28,6 +28,7 @@ from . import (
     reproduce_cmd,
     show_cmd,
     train_cmd,
+    tune_cmd,
 )
 from .args import (
     FLAGGED_EXIT,
@@ -46,8 +47,8 @@ __all__ = ["COMMANDS", "FLAGGED_EXIT", "UsageError", "build_parser", "main", "pa
 
 
 # in the order `factorconv --help` lists them
-COMMANDS = (list_cmd, profile_cmd, train_cmd, eval_cmd, compare_cmd, reproduce_cmd, show_cmd, export_cmd, bench_cmd,
-            plan_cmd, report_cmd)
+COMMANDS = (list_cmd, profile_cmd, train_cmd, eval_cmd, compare_cmd, tune_cmd, reproduce_cmd, show_cmd, export_cmd,
+            bench_cmd, plan_cmd, report_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -129,6 +129,17 @@ class ImageSet:
         return ImageSet(self.images[idx], self.labels[idx], self.classes, self.name, self.source)
 
 
+    def split_off(self, count: int, seed: int) -> tuple[ImageSet, ImageSet]:
+        """(the rest, `count` images of a seeded shuffle): a validation split held out of a training set."""
+        if not 1 <= count < len(self):
+            raise ValueError(f"{self.name}: cannot hold out {count} of {len(self)} images (need 1 <= count < "
+                             f"{len(self)})")
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        held, rest = order[:count].sort().values, order[count:].sort().values
+        return (ImageSet(self.images[rest], self.labels[rest], self.classes, self.name, self.source),
+                ImageSet(self.images[held], self.labels[held], self.classes, f"{self.name} (held out)", self.source))
+
+
 def dataset_fingerprint(train: ImageSet, test: ImageSet) -> str:
     """The fingerprint of a data set's two splits, as a run and a study record it."""
     return hashlib.blake2b(f"{train.fingerprint()} {test.fingerprint()}".encode(), digest_size=12).hexdigest()

@@ -31,6 +31,7 @@ from .chain import ChainPart, ChainPlan, Gather, compose_plan, deploy_plan, gath
 from .channel import ChannelGather
 from .examples import Draw, ExampleShape
 from .fitting import fit_shared_coefficients
+from .space import Choice, Dimension, IntRange
 from .spec import Cost, conv_macs, float_bits
 
 __all__ = ["SHARES", "ACDCConv2d", "CoefficientBank", "orthogonal_atoms"]
@@ -115,6 +116,10 @@ class ACDCConv2d(ConvOperator):
     own atoms D_j, and uses the shared A[:so, :si]; a channel shuffle mixes the groups' outputs. The conv's
     own `groups` must then be 1.
     """
+
+    search_space: ClassVar[dict[str, Dimension]] = {
+        "atoms": IntRange(2, 16), "share": Choice("net", "stage", "layer"),
+    }
 
     has_feature_path = True
     __jit_ignored_attributes__: ClassVar[list[str]] = [

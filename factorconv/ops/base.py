@@ -71,6 +71,9 @@ class OperatorMixin:
     # Whether torch.jit.script compiles the operator as trained (every deploy form scripts; docs/deploy.md).
     # tests/test_hostile.py checks this flag both ways for every registered operator.
     scriptable: ClassVar[bool] = False
+    # The options `factorconv tune` searches, with their ranges (ops/space.py); every registered operator
+    # declares its own ({} for none worth searching), and tests/test_tune.py names one that does not.
+    search_space: ClassVar[dict[str, Any] | None] = None
 
     @classmethod
     def example_config(cls, draw: Draw, shape: ExampleShape) -> tuple[ExampleShape, dict[str, Any]]:

@@ -4,7 +4,7 @@ depthwise-separable (`dsep`) and spatial-separable (`ssep`) convolution.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +15,7 @@ from ..functional import expand_grouped_kernel
 from ..registry import register_conv
 from .base import ConvOperator, NormAffine, OperatorMixin
 from .examples import Draw, ExampleShape
+from .space import Dimension, IntRange
 from .spec import ConvSpec, Cost, conv_macs, dense_cost, float_bits
 from .speed import SSEP_FEATURE_PATH_MARGIN
 
@@ -24,6 +25,8 @@ __all__ = ["DepthwiseConv2d", "DepthwiseSeparableConv2d", "SpatialSeparableConv2
 @register_conv("conv")
 class StandardConv2d(OperatorMixin, nn.Conv2d):
     """Standard convolution: `nn.Conv2d` with the operator protocol (bias off by default)."""
+
+    search_space: ClassVar[dict[str, Dimension]] = {}  # no options: only the recipe is tuned
 
     def __init__(
         self,
@@ -74,6 +77,8 @@ class DepthwiseConv2d(StandardConv2d):
     out_channels must be a multiple of in_channels (the channel multiplier). `groups` may be 1 (the
     layer being replaced is a dense conv) or in_channels; the layer always has groups = in_channels.
     """
+
+    search_space: ClassVar[dict[str, Dimension]] = {}
 
     @classmethod
     def example_config(cls, draw: Draw, shape: ExampleShape) -> tuple[ExampleShape, dict[str, Any]]:
@@ -158,6 +163,8 @@ class DepthwiseSeparableConv2d(NormAffine, _TwoFactorOperator):
     fold() give that eval-mode map, and training always runs the two convs (feature path).
     The conv's `groups` is kept by grouping the pointwise conv.
     """
+
+    search_space: ClassVar[dict[str, Dimension]] = {"multiplier": IntRange(1, 4)}  # the depth multiplier
 
     has_feature_path = True
 
@@ -296,6 +303,8 @@ class SpatialSeparableConv2d(_TwoFactorOperator):
     Both convs keep the layer's groups; stride, padding and dilation split by axis, so the pair is
     exactly the conv with the composed kernel.
     """
+
+    search_space: ClassVar[dict[str, Dimension]] = {}  # mid_channels depends on the layer: not searched
 
     has_feature_path = True
     feature_path_margin = SSEP_FEATURE_PATH_MARGIN  # its factors are dense convs (ops/speed.py)

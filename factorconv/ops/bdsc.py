@@ -32,6 +32,7 @@ from ..checks import is_number
 from ..registry import register_conv
 from .base import ConvOperator, NormAffine
 from .examples import Draw, ExampleShape
+from .space import Dimension, FloatRange, IntRange
 from .spec import Cost, conv_macs, conv_output_hw, float_bits
 
 __all__ = ["BalancedDecoupledConv2d", "DecoupledConv2d", "PackedBDSC", "decouple", "pack_bits", "unpack_bits"]
@@ -61,6 +62,8 @@ class DecoupledConv2d(_PaddedInput):
     """The exact decoupled form of a conv (eq. 10): 1x1 conv to C_out·Kh·Kw channels, then the fixed 0/1
     spatial configuration. Its 1x1 kernel is the conv's kernel rearranged, so from_conv is exact; it exists
     to show the equivalence and as the p = Kh·Kw end of the BDSC family."""
+
+    search_space: ClassVar[dict[str, Dimension]] = {}  # exact: nothing to choose
 
     has_feature_path = True
 
@@ -152,6 +155,10 @@ class BalancedDecoupledConv2d(NormAffine, _PaddedInput):
     BDSC-float. Options: `p`, `norm`, `binary`, `latent_scale` (module docstring). With `norm`, eval-mode
     semantics for dense_weight/fold; training runs the two convs. `density` is the share of ones in the
     deployed 0/1 configuration."""
+
+    search_space: ClassVar[dict[str, Dimension]] = {
+        "p": IntRange(1, 4), "latent_scale": FloatRange(0.125, 1.0, log=True),
+    }
 
     has_feature_path = True
     from_conv_exact: ClassVar[bool] = False  # a binary configuration cannot represent a general conv

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from ..registry import register_conv
 from .base import ConvOperator
 from .examples import Draw, ExampleShape
+from .space import Dimension, IntRange
 from .spec import Cost, conv_macs, float_bits
 
 __all__ = ["DOConv2d", "over_parameterization_basis"]
@@ -64,6 +65,9 @@ class DOConv2d(ConvOperator):
     "feature": depthwise conv with multiplier D_mul then a grouped pointwise conv). A 1x1 conv has no
     patch to over-parameterize: it is kept as a plain W (no D), as in the paper.
     """
+
+    # D_mul from M·N to (2M)(2N) of a 3x3 kernel (another kernel size rejects a D_mul below its M·N)
+    search_space: ClassVar[dict[str, Dimension]] = {"D_mul": IntRange(9, 36)}
 
     has_feature_path = True
 

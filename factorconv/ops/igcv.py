@@ -21,7 +21,7 @@ import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -31,6 +31,7 @@ from ..registry import register_conv
 from .chain import ChainPart, ChainPlan, Gather, GroupConvChain
 from .channel import Reach, chain_reach
 from .examples import Draw, ExampleShape
+from .space import Choice, Dimension, IntRange
 
 __all__ = [
     "Connectivity",
@@ -315,6 +316,8 @@ class InterleavedGroupConv1(GroupConvChain):
     padding and dilation. A conv with `groups` > 1 runs one IGCV1 per group.
     """
 
+    search_space: ClassVar[dict[str, Dimension]] = {"partitions": Choice(None, 2, 4, 8)}  # None: the default
+
     @classmethod
     def example_config(cls, draw: Draw, shape: ExampleShape) -> tuple[ExampleShape, dict[str, Any]]:
         per_group, parts, g = draw.integer(1, 3), draw.integer(1, 3), shape.groups  # partitions divide both widths
@@ -358,6 +361,9 @@ class InterleavedGroupConv2(GroupConvChain):
     The first 1x1 conv's input slots are padded to a multiple of its groups where needed (64 -> 216 with
     K = 8 has 27 groups), by repeating channels: counted as padded group convs are.
     """
+
+    # K None: the balance condition's branch sizes for L; a K that does not divide a layer's width is refused
+    search_space: ClassVar[dict[str, Dimension]] = {"L": IntRange(2, 4), "K": Choice(None, 2, 4, 8)}
 
     @classmethod
     def example_config(cls, draw: Draw, shape: ExampleShape) -> tuple[ExampleShape, dict[str, Any]]:

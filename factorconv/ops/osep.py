@@ -36,6 +36,7 @@ from ..registry import register_conv
 from .chain import ChainPart, ChainPlan, Gather, GroupConvChain
 from .channel import Reach, chain_reach
 from .examples import Draw, ExampleShape
+from .space import Dimension, FloatRange, IntRange
 from .spec import as_pair, conv_output_hw
 
 __all__ = [
@@ -418,6 +419,10 @@ class OptimizedSeparableConv2d(GroupConvChain):
     `groups` > 1 is planned per conv group. Linear: dense_weight/fold compose the parts exactly.
     """
 
+    search_space: ClassVar[dict[str, Dimension]] = {
+        "gamma": FloatRange(0.25, 4.0, log=True), "n_parts": IntRange(2, 3),
+    }
+
     spatial_default: ClassVar[bool] = False
 
     @classmethod
@@ -458,6 +463,10 @@ class OptimizedSeparableConv2d(GroupConvChain):
 @register_conv("sosep")
 class SpatialOptimizedSeparableConv2d(OptimizedSeparableConv2d):
     """Spatial optimized separable convolution: osep whose kernel splits into KH×1 and 1×KW parts."""
+
+    search_space: ClassVar[dict[str, Dimension]] = {
+        "gamma": FloatRange(0.25, 4.0, log=True), "n_parts": IntRange(2, 3),
+    }
 
     spatial_default = True
 

@@ -25,10 +25,12 @@ from typing import Any, Protocol
 from ..checks import is_int
 from ..locking import process_alive
 from .errors import StudyError
+from .records import FINISHED
 from .spec import BOOKKEEPING
 
 __all__ = ["BOOKKEEPING", "Done", "Executor", "Failed", "LocalExecutor", "LongestFirst", "RunTask", "StudyError",
-           "driver_identity", "execute_run", "execute_run_watched", "finished_result", "notify_failed", "run_failed"]
+           "driver_identity", "execute_run", "execute_run_watched", "finished_result", "init_worker", "notify_failed",
+           "run_failed"]
 
 
 
@@ -58,15 +60,17 @@ def _computing(cfg: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in cfg.items() if k not in BOOKKEEPING}
 
 
-def finished_result(config: dict[str, Any]) -> dict[str, Any] | None:
+def finished_result(config: dict[str, Any], finished: tuple[str, ...] = FINISHED) -> dict[str, Any] | None:
     """The result.json of the run `config` describes when it finished (done, or diverged: rerunning a
-    deterministic run that diverged would diverge again); None when it has not. A finished run whose saved
-    config computes something else, or that saw other data than `config`'s data_fingerprint, is an error,
-    never silently reused (a run recorded before fingerprints were kept is taken as it is)."""
+    deterministic run that diverged would diverge again; `finished` names the statuses that count); None when
+    it has not. A finished run whose saved config computes something else, or that saw other data than
+    `config`'s data_fingerprint, is an error, never silently reused (a run recorded before fingerprints were
+    kept is taken as it is). A run scored on a held-out split (`holdout`) has val_acc where others have
+    test_acc."""
     from .records import read_run_result
 
     run = Path(config["run_dir"])
-    done = read_run_result(run / "result.json", "test_acc")
+    done = read_run_result(run / "result.json", "val_acc" if config.get("holdout") else "test_acc", finished)
     if done is None:
         return None
     seen, expected = done.get("data_fingerprint"), config.get("data_fingerprint")
@@ -89,8 +93,9 @@ def finished_result(config: dict[str, Any]) -> dict[str, Any] | None:
 
 def execute_run(config: dict[str, Any]) -> dict[str, Any]:
     """Train the run `config` describes, or resume it from its checkpoint, or return its finished result.
-    A run whose loss goes non-finite returns its result with status "diverged" (the study reports it)."""
-    from ..train import DivergedError, TrainConfig, fit
+    A run whose loss goes non-finite returns its result with status "diverged" (the study reports it), one a
+    callback ended early its result with status "pruned" (a tuning trial)."""
+    from ..train import DivergedError, PrunedError, TrainConfig, fit
 
     done = finished_result(config)
     if done is not None:
@@ -99,7 +104,7 @@ def execute_run(config: dict[str, Any]) -> dict[str, Any]:
     resume = (Path(cfg.run_dir) / "checkpoint.pt").exists()
     try:
         return fit(cfg, resume=resume)
-    except DivergedError as err:
+    except (DivergedError, PrunedError) as err:
         return err.result
 
 
@@ -161,7 +166,7 @@ def driver_identity() -> tuple[str, int]:
     return socket.gethostname(), os.getpid()
 
 
-def _init_worker(devices: Any, parent: int) -> None:
+def init_worker(devices: Any, parent: int) -> None:
     """In a fresh worker process: end with the study process `parent`, and take one GPU of the queue (each
     worker its own device) when there are GPUs."""
     _exit_when_orphaned(parent)
@@ -201,7 +206,7 @@ class LocalExecutor:
             devices.put(index)
         queue, seconds = list(tasks), LongestFirst()
         failure: BaseException | None = None
-        with futures.ProcessPoolExecutor(min(self.workers, len(tasks)), mp_context=ctx, initializer=_init_worker,
+        with futures.ProcessPoolExecutor(min(self.workers, len(tasks)), mp_context=ctx, initializer=init_worker,
                                          initargs=(devices, os.getpid())) as pool:
             running: dict[futures.Future, RunTask] = {}
             try:

@@ -54,15 +54,15 @@ def _number(value: Any) -> bool:
     return is_number(value) and math.isfinite(value)
 
 
-def read_run_result(path: Path, metric_field: str) -> dict[str, Any] | None:
-    """A run's result.json when the run finished (status done or diverged), its fields checked; None when it
-    has not finished."""
+def read_run_result(path: Path, metric_field: str, finished: tuple[str, ...] = FINISHED) -> dict[str, Any] | None:
+    """A run's result.json when the run finished (a status in `finished`: done or diverged; a tuning trial may
+    also end pruned), its fields checked; None when it has not finished."""
     r = read_json_record(path, "run result")
-    if r is None or r.get("status") not in FINISHED:
+    if r is None or r.get("status") not in finished:
         return None
     if r["status"] == "done":
         value = r.get(metric_field)
-        if metric_field not in r or (value is None and metric_field == "test_acc"):
+        if metric_field not in r or (value is None and metric_field in ("test_acc", "val_acc")):
             raise StudyError(f"{path}: a finished run without {metric_field!r} (its score); the file was changed "
                              "after it was written (restore it, or delete the run directory to retrain it)")
         if value is not None and not (_number(value) and 0 <= value <= 1):

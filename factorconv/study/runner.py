@@ -23,7 +23,7 @@ from .records import read_json_record, read_run_result
 from .report import build_report, run_dir_of
 from .spec import Budget, StudySpec, match_widths, parse_budgets
 
-__all__ = ["plan_runs", "run_study"]
+__all__ = ["DataInfo", "data_info", "plan_runs", "run_config", "run_study"]
 
 
 def _merge_saved(spec: StudySpec, saved: dict[str, Any], out: Path, data: DataInfo) -> None:
@@ -98,7 +98,7 @@ class DataInfo:
     source: str
 
 
-def _data_info(spec: StudySpec) -> DataInfo:
+def data_info(spec: StudySpec) -> DataInfo:
     from ..data import load_dataset
     from ..data.base import dataset_fingerprint
     from ..train import resolve_config
@@ -110,7 +110,7 @@ def _data_info(spec: StudySpec) -> DataInfo:
                     cfg.data_dir or f"{cfg.data}'s default place")
 
 
-def _run_config(spec: StudySpec, run_dir: Path, conv: str, width: float, seed: int, quiet: bool,
+def run_config(spec: StudySpec, run_dir: Path, conv: str, width: float, seed: int, quiet: bool,
                 data_fingerprint: str | None) -> dict[str, Any]:
     from ..train import resolve_config
 
@@ -118,7 +118,7 @@ def _run_config(spec: StudySpec, run_dir: Path, conv: str, width: float, seed: i
     fields = {"model": entry.model, "conv": entry.operator, "width": width, "conv_kwargs": entry.conv_kwargs,
               "model_kwargs": entry.model_kwargs, "data": spec.data, "data_dir": spec.data_dir, "seed": seed,
               "threads": spec.threads, "run_dir": str(run_dir), "data_fingerprint": data_fingerprint}
-    overrides = {k: v for k, v in spec.overrides.items() if k != "model_kwargs"}
+    overrides = {k: v for k, v in {**spec.overrides, **entry.overrides}.items() if k != "model_kwargs"}
     if quiet:
         overrides.setdefault("progress", "off")
     cfg = resolve_config(spec.preset, None, {**{k: v for k, v in fields.items() if v is not None}, **overrides})
@@ -139,7 +139,7 @@ def plan_runs(spec: StudySpec, out: Path, widths: dict[tuple[str, Budget | None]
                 run_dir = run_dir_of(out, conv, width, seed)
                 if run_dir not in tasks:
                     where = f" @ {budget}" if budget else ""
-                    tasks[run_dir] = RunTask(_run_config(spec, run_dir, conv, width, seed, quiet, data_fingerprint),
+                    tasks[run_dir] = RunTask(run_config(spec, run_dir, conv, width, seed, quiet, data_fingerprint),
                                              f"{conv}{where} (width {width:g}) seed {seed}", f"{conv}@{width:g}")
     return list(tasks.values())
 
@@ -170,7 +170,7 @@ def _run_locked(spec: StudySpec, out: Path, executor: Executor, measure_latency:
     if measure_latency:  # a runtime that is not installed: one line now, not after the training
         runtime_label(spec.latency_runtime)
     saved = read_json_record(out / "study.json", "study file")
-    data = _data_info(spec)
+    data = data_info(spec)
     if saved is not None:
         _merge_saved(spec, saved, out, data)
     budgets = parse_budgets(spec.budget)

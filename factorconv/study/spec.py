@@ -68,6 +68,7 @@ class Entry:
     model: str
     conv_kwargs: dict[str, Any]
     model_kwargs: dict[str, Any]
+    overrides: dict[str, Any] = field(default_factory=dict)  # its runs' own training config fields
 
     def create_model(self, width: float, num_classes: int, in_chans: int) -> nn.Module:
         return create_model(self.model, conv=self.operator, width=width, num_classes=num_classes, in_chans=in_chans,
@@ -179,6 +180,8 @@ class StudySpec:
     fixed_widths: dict[str, float] = field(default_factory=dict)
     metric: str = "final"
     models: dict[str, str] = field(default_factory=dict)
+    # per entry: training config fields of that entry's runs only (a tuned entry's learning rate)
+    run_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     latency_batch: list[int] = field(default_factory=lambda: [1, 32])
     latency_repeats: int = 30
     latency_runtime: str | None = None
@@ -208,7 +211,7 @@ class StudySpec:
             conv_entry(operator_of(conv))
             if conv.count(":") > 1 or conv.endswith(":") or "/" in conv:
                 raise ValueError(f"compare: {conv!r} is not an operator name or name:variant")
-        unknown = sorted((set(self.conv_kwargs) | set(self.model_kwargs)) - set(self.convs))
+        unknown = sorted((set(self.conv_kwargs) | set(self.model_kwargs) | set(self.run_overrides)) - set(self.convs))
         if unknown:
             raise ValueError(f"compare: options given for {', '.join(unknown)}, which is not in --convs")
         if self.reference is not None and self.reference not in self.convs:
@@ -241,11 +244,13 @@ class StudySpec:
                 raise ValueError(f"compare: the fixed width of {label!r} must be a positive number, got {width!r}")
         if self.width != 1.0 and self.budgets:
             raise ValueError("compare: a fixed width is for studies without a budget (a budget chooses the widths)")
-        if "threads" in self.overrides:
+        if "threads" in self.overrides or any("threads" in o for o in self.run_overrides.values()):
             raise ValueError("compare: set the threads of every run with --threads-per-run, not --set threads")
         from ..train import resolve_config
 
         resolve_config(self.preset, None, self.overrides)  # unknown preset or field: raises now, not mid-study
+        for overrides in self.run_overrides.values():
+            resolve_config(self.preset, None, {**self.overrides, **overrides})
         return self
 
     def entry(self, label: str) -> Entry:
@@ -254,7 +259,8 @@ class StudySpec:
         operator = operator_of(label)
         return Entry(label, operator, self.models.get(label, self.model),
                      {**DEFAULT_CONV_KWARGS.get(operator, {}), **self.conv_kwargs.get(label, {})},
-                     {**self.overrides.get("model_kwargs", {}), **self.model_kwargs.get(label, {})})
+                     {**self.overrides.get("model_kwargs", {}), **self.model_kwargs.get(label, {})},
+                     dict(self.run_overrides.get(label, {})))
 
     @property
     def entries(self) -> list[Entry]:
@@ -270,6 +276,7 @@ class StudySpec:
         fixed |= {"fixed_widths": self.fixed_widths} if self.fixed_widths else {}
         fixed |= {"metric": self.metric} if self.metric != "final" else {}
         fixed |= {"models": self.models} if self.models else {}
+        fixed |= {"run_overrides": self.run_overrides} if self.run_overrides else {}
         identity = {k: getattr(self, k) for k in keys}
         identity["overrides"] = {k: v for k, v in self.overrides.items() if k.split(".")[0] not in BOOKKEEPING}
         return identity | fixed | {

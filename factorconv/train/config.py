@@ -53,6 +53,10 @@ class TrainConfig:
     data_fingerprint: str | None = None
     train_subset: int | None = None
     test_subset: int | None = None
+    # a tuning run's validation split: this many training images (one fixed draw, the same for every run) are
+    # held out of training and scored instead of the test set, whose images the run then never scores; its
+    # result reports val_acc (not test_acc)
+    holdout: int = 0
     augment_pad: int = 4
     augment_flip: bool = True
     cutout: int = 0
@@ -116,6 +120,8 @@ class TrainConfig:
         for name in ("batch_size", "log_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise bad(name, "a positive integer")
+        if not isinstance(self.holdout, int) or self.holdout < 0:
+            raise bad("holdout", "an integer >= 0 (training images held out as the validation split; 0: none)")
         for name in ("train_subset", "test_subset", "steps", "threads", "image_size"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):

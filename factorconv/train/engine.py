@@ -46,6 +46,8 @@ __all__ = [
     "RESUME_SAFE_FIELDS",
     "Callback",
     "DivergedError",
+    "PruneRun",
+    "PrunedError",
     "TrainError",
     "Trainer",
     "build_model",
@@ -64,6 +66,10 @@ Callback = Callable[[str, dict[str, Any]], None]
 # scored on the same images, so the seed-to-seed spread is training noise alone, not test-sampling noise.
 TEST_SUBSET_SEED = 0
 
+# The held-out validation split (config field `holdout`) is the same images whatever the run's seed, for the
+# same reason: every trial of a tuning study is scored on the same images.
+HOLDOUT_SEED = 0
+
 # Fields a resumed run may change without changing what it computes up to the checkpoint.
 RESUME_SAFE_FIELDS = frozenset({"epochs", "steps", "run_dir", "eval_every", "checkpoint_every", "log_every",
                                 "progress", "threads", "data_dir", "download", "device", "log"})
@@ -72,6 +78,25 @@ RESUME_SAFE_FIELDS = frozenset({"epochs", "steps", "run_dir", "eval_every", "che
 class TrainError(RuntimeError):
     """Training cannot go on (a non-finite loss, an unusable run directory or checkpoint); the message says
     what happened and where the last good state is."""
+
+
+class PruneRun(Exception):
+    """Raised by a callback to end the run early because it is not worth finishing (a tuning trial whose
+    validation score so far is below its pruner's bar): the run records status "pruned", `reason` and the
+    `scores` the decision was made on."""
+
+    def __init__(self, reason: str, scores: dict[str, float] | None = None) -> None:
+        super().__init__(reason)
+        self.reason, self.scores = reason, dict(scores or {})
+
+
+class PrunedError(TrainError):
+    """The run ended early at a callback's request (PruneRun) and wrote a result.json with status "pruned"
+    (`result` holds it)."""
+
+    def __init__(self, message: str, result: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class DivergedError(TrainError):
@@ -295,8 +320,11 @@ class Trainer:
             if cfg.deterministic:
                 torch.use_deterministic_algorithms(True, warn_only=True)
             self.setup(ctx)
-            while self.state.step < self.total:
-                self.train_epoch()
+            try:
+                while self.state.step < self.total:
+                    self.train_epoch()
+            except PruneRun as request:
+                raise self._pruned(request.reason, request.scores) from None
             return self.finish()
         except KeyboardInterrupt as err:  # checkpoints are atomic: the last one is whole; say how to go on
             ckpt = self.run.checkpoint
@@ -364,9 +392,11 @@ class Trainer:
         train_set, test_set = self._load_data(ctx)
         if cfg.classes is not None:  # a transfer task on some of the classes
             train_set, test_set = select_classes(train_set, cfg.classes), select_classes(test_set, cfg.classes)
+        if cfg.holdout:  # the held-out split is scored in the test set's place; the test set is not
+            train_set, test_set = train_set.split_off(cfg.holdout, HOLDOUT_SEED)
         mean, std = (saved["mean"], saved["std"]) if saved else train_set.mean_std()
         train_set = train_set.subset(cfg.train_subset, cfg.seed)
-        test_set = test_set.subset(cfg.test_subset, TEST_SUBSET_SEED)
+        test_set = test_set if cfg.holdout else test_set.subset(cfg.test_subset, TEST_SUBSET_SEED)
         check_scored(train_set, "training")
         check_scored(test_set, "test")
         self.input_size = tuple(train_set.images.shape[1:])
@@ -551,7 +581,7 @@ class Trainer:
             s.last_eval = evaluate_scores(self.wrapped, self.test_loader, self.ctx, self.amp)
             test_acc = s.last_eval["test_acc"]
             s.add_eval(test_acc)
-            record.update(s.last_eval)
+            record.update(self.scored(s.last_eval))
             if s.best["test_acc"] is None or test_acc > s.best["test_acc"]:
                 s.best = {"test_acc": test_acc, "epoch": record["epoch"]}
         record.update(train_seconds=s.train_seconds, seconds=s.seconds + time.perf_counter() - self.t_start)
@@ -559,8 +589,9 @@ class Trainer:
         if self.ctx.is_main:
             self._log(record)
             score = "mIoU" if self.task == "segmentation" else "acc"
-            test = (f" | test loss {record['test_loss']:.4f} {score} {100 * record['test_acc']:.2f}%"
-                    if "test_acc" in record else "")
+            split = "val" if self.cfg.holdout else "test"
+            test = (f" | {split} loss {record[split + '_loss']:.4f} {score} {100 * record[split + '_acc']:.2f}%"
+                    if split + "_acc" in record else "")
             self.progress.write(f"epoch {record['epoch']:.4g}: train loss {record['train_loss']:.4f} acc "
                                 f"{100 * record['train_acc']:.2f}%{test} | {s.train_seconds:.0f} s training")
         self._emit("epoch", {"step": s.step, "epoch": s.epoch, "record": record})
@@ -607,7 +638,8 @@ class Trainer:
             train_loss, train_acc = s.epoch_means
             s.last_record = {"train_loss": train_loss, "train_acc": train_acc}
         result = self._summary("done", assess(s.loss_trace.finished()))
-        result.update(**s.last_eval, last5_test_acc=s.last_evals_mean, best_test_acc=s.best["test_acc"],
+        result.update(**self.scored({**s.last_eval, "last5_test_acc": s.last_evals_mean,
+                                     "best_test_acc": s.best["test_acc"]}),
                       best_epoch=s.best["epoch"],
                       train_loss=s.last_record["train_loss"], train_acc=s.last_record["train_acc"])
         if self.ctx.is_main:
@@ -633,6 +665,28 @@ class Trainer:
                                                       "deploy_macs", "size_bytes")},
             "trained_params": self.trained_params, "config": cfg.to_dict(), "environment": environment(),
         }
+
+    def scored(self, values: dict[str, Any]) -> dict[str, Any]:
+        """`values` with their test_* keys named val_* when the run scores a held-out validation split."""
+        if not self.cfg.holdout:
+            return values
+        return {k.replace("test_", "val_"): v for k, v in values.items()}
+
+    def evaluate(self) -> dict[str, float]:
+        """The model's scores now on the scored split (the test set, or the validation split held out of the
+        training set): what a callback judges a run by mid-way."""
+        return self.scored(evaluate_scores(self.wrapped, self.test_loader, self.ctx, self.amp))
+
+    def _pruned(self, reason: str, scores: dict[str, float]) -> PrunedError:
+        """The error to raise when a callback ended the run early, after recording it as pruned in result.json
+        (with the scores it was judged by)."""
+        s = self.state
+        self.progress.close()
+        result = self._summary("pruned", assess(s.loss_trace.finished())) | {"reason": reason} | scores
+        if self.ctx.is_main:
+            self.run.write("result.json", result)
+        self._emit("end", {"step": s.step, "result": result})
+        return PrunedError(f"pruned at step {s.step}: {reason}", result)
 
     def _diverged(self, message: str) -> DivergedError:
         """The error to raise for a non-finite loss, weight or gradient, after recording the run as diverged in
