@@ -89,9 +89,9 @@ def build_tune_report(out: str | Path) -> dict[str, Any]:
     results = {"spec": spec.to_dict(), "reference": reference, "operators": operators,
                "timing": saved.get("timing", {}), "confirmation": {"rows": rows}}
     write_json(out / "results.json", results)
-    plots = [name for name, made in (("tune_history.png", plot_history(operators, out / "tune_history.png")),
-                                     ("tune_importances.png", plot_importances(operators, out / "tune_importances.png")))
-             if made]
+    made = {"tune_history.png": plot_history(operators, out / "tune_history.png"),
+            "tune_importances.png": plot_importances(operators, out / "tune_importances.png")}
+    plots = [name for name, drawn in made.items() if drawn]
     (out / "report.md").write_text(render_tune_report(spec, results, plots))
     return results
 
