@@ -5,7 +5,7 @@ registers it as "lowrank"; tests/test_example_operator.py runs it through the wh
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from factorconv import register_conv
 from factorconv.ops.base import ConvOperator
 from factorconv.ops.examples import Draw, ExampleShape
+from factorconv.ops.space import Dimension, IntRange
 from factorconv.ops.spec import Cost, conv_macs, float_bits
 
 
@@ -23,6 +24,7 @@ class LowRankConv2d(ConvOperator):
 
     has_feature_path = True
     scriptable = True  # torch.jit.script compiles it (the test checks the flag both ways)
+    search_space: ClassVar[dict[str, Dimension]] = {"rank": IntRange(1, 8)}  # what `factorconv tune` searches
 
     @classmethod
     def example_config(cls, draw: Draw, shape: ExampleShape) -> tuple[ExampleShape, dict[str, Any]]:

@@ -22,7 +22,8 @@ from .accounting import profile
 from .checks import is_number
 from .registry import create_model, model_entry
 
-__all__ = ["BY", "WidthMatch", "count_model", "match_latency", "match_width", "measure_latency"]
+__all__ = ["BY", "WidthMatch", "count_model", "match_buildable_width", "match_latency", "match_width",
+           "measure_latency"]
 
 # budget kind -> the Profile field it is measured by
 PROFILE_FIELD = {"params": "deploy_params", "train-params": "params", "size": "size_bytes", "macs": "macs"}
@@ -106,6 +107,50 @@ def match_width(
         steps = _bisect(lambda k: count(k * grid), target, lo, hi, lambda lo, hi: (lo + hi) // 2, 1)
         width = steps * grid
     return WidthMatch(model_name, conv, width, count(width), float(target), by)
+
+
+def match_buildable_width(
+    model_name: str,
+    conv: str,
+    target: float,
+    by: str = "params",
+    *,
+    start: float,
+    grid: float = 1 / 8,
+    max_factor: float = 1.5,
+    input_size: tuple[int, int, int] | None = None,
+    conv_kwargs: dict[str, Any] | None = None,
+    **model_kwargs: Any,
+) -> WidthMatch:
+    """`match_width` for a configuration the model cannot be built with at every width (IGCV2's branch size K
+    must divide every layer's channels): the width on the grid, among those it builds at, whose count is
+    closest to `target`, scanned outward from `start` until both sides are `max_factor` away from the target.
+    Raises ValueError when no width within that factor builds."""
+    best: tuple[float, float, int] | None = None  # (|log ratio|, width, count)
+    k0 = max(1, round(start / grid))
+    below_done = above_done = False
+    for step in range(0, int(16 / grid)):
+        for k in ((k0 - step, k0 + step) if step else (k0,)):
+            if k < 1 or (k < k0 and below_done) or (k > k0 and above_done):
+                continue
+            try:
+                value = count_model(model_name, conv, k * grid, by, input_size=input_size, conv_kwargs=conv_kwargs,
+                                    **model_kwargs)
+            except ValueError:
+                continue
+            ratio = value / target
+            if k <= k0 and ratio < 1 / max_factor:
+                below_done = True
+            if k >= k0 and ratio > max_factor:
+                above_done = True
+            if 1 / max_factor <= ratio <= max_factor and (best is None or abs(math.log(ratio)) < best[0]):
+                best = (abs(math.log(ratio)), k * grid, value)
+        if (below_done or k0 - step <= 1) and above_done:
+            break
+    if best is None:
+        raise ValueError(f"{model_name} with {conv} {conv_kwargs or {}} builds at no width whose {by} is within "
+                         f"{max_factor:g}x of {target:,.0f}")
+    return WidthMatch(model_name, conv, best[1], best[2], float(target), by)
 
 
 def measure_latency(model_name: str, conv: str, width: float, runtime: str | None = None, batch: int = 1, *,

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Sets up factorconv in ./.venv, idempotently: a second run only checks and returns.
 #
-#   bash scripts/setup.sh          # runtime: torch (CPU build if none), numpy, plot/progress/export/data extras
-#   bash scripts/setup.sh --dev    # the same plus pytest, hypothesis, ruff, Ray + submitit (the cluster extra) and
+#   bash scripts/setup.sh          # runtime: torch (CPU build if none), numpy, plot/progress/export/data/tune extras
+#   bash scripts/setup.sh --dev    # the same plus pytest, hypothesis, ruff, Ray + submitit (the cluster extra),
 #                                  # OpenVINO (the openvino extra: a second runtime for deploy(objective="latency"))
+#                                  # and Debian's postgresql (a server the tune tests start and stop themselves)
 #
 # torch: when .venv cannot import torch, this installs torch==$FACTORCONV_TORCH_VERSION (default 2.13.0)
 # from $FACTORCONV_TORCH_INDEX when set (e.g. https://download.pytorch.org/whl/cu126 for a CUDA build,
@@ -19,7 +20,7 @@ DEV=0
 for arg in "$@"; do
     case "$arg" in
         --dev) DEV=1 ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) echo "setup.sh: unknown option '$arg' (expected --dev or --help)" >&2; exit 2 ;;
     esac
 done
@@ -90,6 +91,16 @@ if ! ls "$DATA_DIR"/train-images-idx3-ubyte* >/dev/null 2>&1; then
     else
         say "Fashion-MNIST is not in $DATA_DIR: on Debian/Ubuntu run 'sudo apt-get install dataset-fashion-mnist'," \
             "or put the four IDX files (train-images-idx3-ubyte.gz ...) in a directory and pass --data-dir DIR"
+    fi
+fi
+# 5. --dev: a PostgreSQL server binary for the tune tests' storage test (never fatal; the test skips without it)
+if [ "$DEV" = 1 ] && ! command -v pg_ctl >/dev/null && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null && as_root true 2>/dev/null; then
+        say "installing PostgreSQL for the tune tests (apt-get install -y postgresql)"
+        as_root apt-get install -y -qq postgresql >/dev/null 2>&1 \
+            || say "could not install postgresql with apt-get; the PostgreSQL storage test will skip"
+    else
+        say "no PostgreSQL here: the PostgreSQL storage test will skip (sudo apt-get install postgresql)"
     fi
 fi
 say "ready: $("$VPY" -c 'import torch, factorconv; print(f"factorconv {factorconv.__version__}, torch {torch.__version__}")')"

@@ -23,7 +23,7 @@ from factorconv.registry import unregister_conv
 # The per-operator test files (every test parametrised by operator lives in one of them): the command must
 # reach each.
 PER_OPERATOR_FILES = {"test_operators", "test_models", "test_accounting", "test_deploy_export", "test_hostile",
-                      "test_compile", "test_deployment", "test_cuda"}
+                      "test_compile", "test_deployment", "test_cuda", "test_backbones", "test_tune"}
 
 
 @pytest.fixture(scope="module")

@@ -223,15 +223,41 @@ def postgres() -> Iterator[str]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def test_a_postgresql_storage_holds_the_trials(postgres: str, tmp_path: Path) -> None:
-    out = tmp_path / "study"
-    done = subprocess.run([sys.executable, "-m", "factorconv", "tune", *SMOKE, "--convs", "conv", "--trials", "3",
-                           "--workers", "2", "--storage", postgres, "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert not (out / "tune.db").exists()
-    spec = TuneSpec.from_dict(__import__("json").loads((out / "tune.json").read_text())["spec"])
+def test_two_drivers_share_a_postgresql_storage(postgres: str, tmp_path: Path) -> None:
+    """Two drivers of one tuning problem, each with its own directory, on one PostgreSQL storage at once: they
+    share the trials through the storage and run `--trials` between them, not each."""
+    drivers = [subprocess.Popen([sys.executable, "-m", "factorconv", "tune", *SMOKE, "--convs", "conv", "--trials",
+                                 "4", "--workers", "1", "--storage", postgres, "--out", str(tmp_path / f"d{i}")],
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for i in range(2)]
+    outputs = [d.communicate(timeout=300) for d in drivers]
+    for d, (_, err) in zip(drivers, outputs, strict=True):
+        assert d.returncode == 0, err[-3000:]
+    assert not (tmp_path / "d0" / "tune.db").exists()
+    spec = TuneSpec.from_dict(__import__("json").loads((tmp_path / "d0" / "tune.json").read_text())["spec"])
     trials = optuna.load_study(study_name=spec.study_name("conv"), storage=postgres).trials
-    assert len([t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]) == 3
-    assert "conv: 3 trials" in done.stdout
+    counted = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(counted) == 4, [(t.number, t.state.name, t.user_attrs) for t in trials]
+    assert len({t.user_attrs["driver"] for t in counted}) == 2  # both drivers ran some
+    assert all("conv: 4 trials" in out for out, _ in outputs)
 
+def test_a_configuration_refused_at_the_budget_width_gets_the_nearest_width_it_builds_at() -> None:
+    from factorconv.budget import count_model, match_buildable_width, match_width
+
+    with pytest.raises(ValueError, match="must divide the channels"):  # K = 8 at the width the bisection meets
+        match_width("resnet20", "igcv2", 50_000, grid=1 / 16, input_size=(1, 28, 28), conv_kwargs={"K": 8})
+    m = match_buildable_width("resnet20", "igcv2", 50_000, start=2.625, grid=1 / 16, input_size=(1, 28, 28),
+                              conv_kwargs={"K": 8})
+    assert (16 * m.width) % 8 == 0 and 1 / 1.5 <= m.value / 50_000 <= 1.5
+    assert m.value == count_model("resnet20", "igcv2", m.width, input_size=(1, 28, 28), conv_kwargs={"K": 8})
+    for k in range(1, 200):  # no buildable width on the grid is nearer the budget
+        try:
+            other = count_model("resnet20", "igcv2", k / 16, input_size=(1, 28, 28), conv_kwargs={"K": 8})
+        except ValueError:
+            continue
+        assert abs(__import__("math").log(other / 50_000)) >= abs(__import__("math").log(m.value / 50_000)) - 1e-12
+        if other > 75_000:
+            break
+    with pytest.raises(ValueError, match="builds at no width"):
+        match_buildable_width("resnet20", "igcv2", 50_000, start=2.625, grid=1 / 16, max_factor=1.01,
+                              input_size=(1, 28, 28), conv_kwargs={"K": 8})

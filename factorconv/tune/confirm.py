@@ -29,21 +29,23 @@ def best_trial(study: Any) -> Any | None:
 
 
 def confirmation_spec(spec: TuneSpec, spaces: dict[str, OperatorSpace], bests: dict[str, Any]) -> StudySpec:
-    """The compare study of the confirmation: every operator's default, and `OP:tuned` where a trial
-    completed, at the budget, on `spec.seeds` seeds."""
+    """The compare study of the confirmation: every operator's default (at the width compare matches), and
+    `OP:tuned` where a trial completed (at the width its trial trained at), on `spec.seeds` seeds."""
     convs: list[str] = []
     conv_kwargs: dict[str, dict[str, Any]] = {}
     run_overrides: dict[str, dict[str, Any]] = {}
+    widths: dict[str, float] = {}
     for op in spec.convs:
         convs.append(op)
         if bests.get(op) is not None:
             label = f"{op}:{TUNED}"
             convs.append(label)
             conv_kwargs[label], run_overrides[label] = spaces[op].split(bests[op].params)
+            widths[label] = bests[op].user_attrs["width"]  # the width its trial met the budget at
     return StudySpec(model=spec.model, convs=convs, budget=spec.budget, data=spec.data, data_dir=spec.data_dir,
                      preset=spec.preset, seeds=spec.seeds, reference=spec.reference_conv, threads=spec.threads,
                      overrides=dict(spec.overrides), width_grid=spec.width_grid, conv_kwargs=conv_kwargs,
-                     run_overrides=run_overrides)
+                     run_overrides=run_overrides, fixed_widths=widths)
 
 
 def _accuracies(row: dict[str, Any] | None) -> dict[int, float]:

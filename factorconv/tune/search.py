@@ -20,10 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..budget import match_buildable_width
 from ..locking import process_alive
 from ..study.execution import BOOKKEEPING, log
 from ..study.runner import DataInfo, run_config
-from ..study.spec import StudySpec, match_widths
+from ..study.spec import MAX_BUDGET_FACTOR, StudySpec, match_widths, parse_budgets
 from .pool import LocalPool, RayPool
 from .spec import TUNE_SEED, TuneSpec
 from .storage import (
@@ -77,6 +78,7 @@ class Search:
         self.running: dict[futures.Future, tuple[str, Any, dict[str, Any]]] = {}
         self.stop_beating = threading.Event()
         self.redraws: dict[str, int] = {}
+        self.start_width: dict[str, float] = {}
 
     # -- counting -------------------------------------------------------------------------------------------
 
@@ -148,9 +150,13 @@ class Search:
         try:
             (width, count), = match_widths(entry, self.data.input_size, self.data.num_classes).values()
         except ValueError as err:
-            kind = "budget" if "cannot meet" in str(err) else "invalid"  # no width is near, or the operator refused
-            self._prune_before_training(op, trial, str(err).replace("compare: ", ""), kind)
-            return None
+            matched = self._buildable_width(op, options, err)
+            if matched is None:
+                kind = "budget" if "cannot meet" in str(err) else "invalid"  # no width is near, or it is refused
+                self._prune_before_training(op, trial, str(err).replace("compare: ", ""), kind)
+                return None
+            width, count = matched
+            trial.set_user_attr("width_note", "the nearest width this configuration builds at")
         config = run_config(entry, self.out, op, width, TUNE_SEED, True, self.data.fingerprint)
         digest = hashlib.blake2b(json.dumps({k: v for k, v in config.items() if k not in BOOKKEEPING},
                                             sort_keys=True, default=str).encode(), digest_size=6).hexdigest()
@@ -159,6 +165,26 @@ class Search:
                            ("options", options), ("recipe", recipe)):
             trial.set_user_attr(key, value)
         return config
+
+    def _buildable_width(self, op: str, options: dict[str, Any], err: ValueError) -> tuple[float, int] | None:
+        """(width, count) nearest the budget among the widths `options` build at, when the operator refused
+        them at the width the search met first (IGCV2's K must divide the channels); None otherwise."""
+        budgets = parse_budgets(self.spec.budget)
+        if "cannot meet" in str(err) or not budgets or budgets[0].by == "latency":
+            return None
+        if op not in self.start_width:  # the default configuration's width: where to start looking
+            default = StudySpec(model=self.spec.model, convs=[op], budget=self.spec.budget,
+                                overrides=dict(self.spec.overrides), width_grid=self.spec.width_grid)
+            (self.start_width[op], _), = match_widths(default, self.data.input_size, self.data.num_classes).values()
+        budget = budgets[0]
+        try:
+            m = match_buildable_width(self.spec.model, op, budget.value, budget.by, start=self.start_width[op],
+                                      grid=self.spec.width_grid, max_factor=MAX_BUDGET_FACTOR,
+                                      input_size=self.data.input_size, conv_kwargs=options,
+                                      num_classes=self.data.num_classes, **self.spec.overrides.get("model_kwargs", {}))
+        except ValueError:
+            return None
+        return m.width, m.value
 
     def tell(self, op: str, trial: Any, result: dict[str, Any]) -> str:
         """Tell the study how `trial` ended; returns a line for the log."""

@@ -13,6 +13,8 @@ Optuna is the optional extra `tune` (`pip install 'factorconv[tune]'`); without 
 from __future__ import annotations
 
 import hashlib
+import random
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -59,14 +61,24 @@ def open_storage(url: str) -> Any:
         engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_SECONDS}}
     elif url.startswith("postgresql"):
         engine_kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
-    try:
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3))
-    except Exception as err:  # SQLAlchemy's OperationalError, a missing driver module, a malformed URL
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise TuneError(f"--storage {_shown(url)}: cannot open the study storage ({type(err).__name__}: {first}); "
-                        "check the URL and that the database server runs (docs/tune.md)") from None
+    for attempt in range(4):
+        try:
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3))
+        except Exception as err:  # SQLAlchemy's OperationalError, a missing driver module, a malformed URL
+            if type(err).__name__ in _CREATION_RACES and attempt < 3:
+                # two drivers creating a new database's tables at once: the other one won; its tables are there
+                time.sleep(0.5 + random.random())
+                continue
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise TuneError(f"--storage {_shown(url)}: cannot open the study storage ({type(err).__name__}: "
+                            f"{first}); check the URL and that the database server runs (docs/tune.md)") from None
+    raise AssertionError("unreachable")
+
+
+# what a driver meets when another creates the same new database's tables at the same moment
+_CREATION_RACES = ("IntegrityError", "ProgrammingError")
 
 
 def _shown(url: str) -> str:
