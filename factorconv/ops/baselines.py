@@ -167,6 +167,7 @@ class DepthwiseSeparableConv2d(NormAffine, _TwoFactorOperator):
     search_space: ClassVar[dict[str, Dimension]] = {"multiplier": IntRange(1, 4)}  # the depth multiplier
 
     has_feature_path = True
+    scriptable = True
 
     @classmethod
     def example_config(cls, draw: Draw, shape: ExampleShape) -> tuple[ExampleShape, dict[str, Any]]:
@@ -307,6 +308,7 @@ class SpatialSeparableConv2d(_TwoFactorOperator):
     search_space: ClassVar[dict[str, Dimension]] = {}  # mid_channels depends on the layer: not searched
 
     has_feature_path = True
+    scriptable = True
     feature_path_margin = SSEP_FEATURE_PATH_MARGIN  # its factors are dense convs (ops/speed.py)
 
     @classmethod
