@@ -352,7 +352,7 @@ def test_darts_counts_and_budgets_as_the_paper(capsys) -> None:
 @pytest.fixture(scope="module")
 def seg_run(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("seg") / "run"
-    _fit(path, data="synthetic-seg", model="deeplabv3_resnet50", width=0.125, train_subset=16, test_subset=4,
+    _fit(path, data="synthetic-seg", model="deeplabv3_resnet50", width=0.0625, train_subset=16, test_subset=4,
          steps=1, batch_size=4)
     return path
 
