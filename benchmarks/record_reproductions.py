@@ -4,9 +4,11 @@ the verdict, the command and its minutes), from the recorded JSON only.
 
     .venv/bin/python benchmarks/record_reproductions.py runs/reproduce-osep-t6-cpu ... \\
         [--wall osep-t6=412 ...] [--note "..."]
+    .venv/bin/python benchmarks/record_reproductions.py runs/replicate-osep-t6-cpu   # a --replicate directory
     .venv/bin/python benchmarks/record_reproductions.py            # rewrite the doc from what is recorded
 
-Writes benchmarks/results/reproduce_<name>_<scale>.{md,json} per study directory given.
+Writes benchmarks/results/reproduce_<name>_<scale>.{md,json} per study directory given, and
+replicate_<name>_<scale>.json for a directory `reproduce --replicate` wrote (it holds replication.json).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from factorconv.bench import machine_info
 from factorconv.reproduce import get_reproduction, list_reproductions
+from factorconv.study.replication import DISTINGUISHABLE
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -26,6 +29,13 @@ DOC = ROOT / "docs" / "reproductions.md"
 
 def record(study_dir: Path, wall: float | None) -> Path:
     data = json.loads((study_dir / "reproduce.json").read_text())
+    if (study_dir / "replication.json").exists():  # a `reproduce NAME --replicate RECORD` directory
+        replication = json.loads((study_dir / "replication.json").read_text())
+        path = RESULTS / f"replicate_{data['study'].replace('-', '_')}_{data['scale']}.json"
+        path.write_text(json.dumps({**replication, "setting": data.get("setting"), "wall_seconds": wall,
+                                    "train_seconds": data["train_seconds"], "seeds": data["seeds"]},
+                                   indent=2, default=str) + "\n")
+        return path
     data["wall_seconds"] = wall
     data["machine"] = machine_info()
     name = f"reproduce_{data['study'].replace('-', '_')}_{data['scale']}"
@@ -42,43 +52,90 @@ def _ci(acc: dict | None) -> str:
     return f"{acc['mean']:.2f} [{acc['ci_low']:.2f}, {acc['ci_high']:.2f}]"
 
 
-def render(records: list[dict]) -> str:
+def _setting(replication: dict) -> str:
+    """Where a replication ran, in words: other kernels on the same machine, or another CPU."""
+    setting = replication.get("setting") or {}
+    kernels = setting.get("kernels")
+    if isinstance(kernels, dict):
+        return "same machine, " + " ".join(f"{k}={v}" for k, v in kernels.items())
+    return setting.get("cpu", "?")
+
+
+def _replication_cell(row: dict, replication: dict | None) -> str:
+    if replication is None:
+        return "not yet replicated" if row["verdict"] in DISTINGUISHABLE else ""
+    match = next((r for r in replication["rows"] if r["key"] == row["label"]), None)
+    if match is None:
+        return "-"
+    d, w = match["new"], match["welch"]
+    new = "-" if not d else (f"{d['mean']:+.2f}" if d.get("ci_low") is None else
+                             f"{d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]")
+    same = "replicated" if match["same_verdict"] else f"NOT replicated ({match['new_verdict']})"
+    welch = "" if w is None else f"; runs differ by {w['mean']:+.2f}, Holm p {w['p_holm']:.2f}"
+    return f"{same}: {new}{welch}"
+
+
+def render(records: list[dict], replications: dict[str, dict] | None = None) -> str:
+    replications = replications or {}
     lines = [
         "# The papers' comparisons, reproduced",
         "",
         "Each paper's comparison table is a named study (`factorconv reproduce --list`; the studies and their "
         "numbers are data in `factorconv/reproduce/tables.py`). `--scale cpu` runs it on Fashion-MNIST with "
-        "the default study's recipe (360 steps of batch 32, 3 paired seeds) on a narrow ResNet-20, in minutes "
+        "the default study's recipe (360 steps of batch 32, 5 paired seeds) on a narrow ResNet-20, in minutes "
         "on 2 CPU cores; `--scale paper` is the paper's backbone, data and recipe, for a GPU machine or a "
         "cluster (`--executor ray|submitit`, docs/scale.md), and `--scale paper --dry-run` prints its widths "
         "and counts beside the paper's without training (tested for every study).",
         "",
         "The verdict compares our paired difference to the reference row (seed by seed, 95% Student-t "
         "interval) with the paper's difference: *same direction, distinguishable*, *not distinguishable* (the "
-        "interval contains 0: 3 seeds of a short schedule cannot resolve differences of a few tenths), or "
+        "interval contains 0: 5 seeds of a short schedule cannot resolve differences of a few tenths), or "
         "*opposite* (distinguishable the other way). A CPU-scale verdict says whether the claim's direction "
         "shows on another data set at another scale in minutes; it neither confirms nor refutes the paper's "
         "number. Where a CPU verdict is *opposite*, the paper-scale command is what would settle it.",
         "",
-        "This file is written by `benchmarks/record_reproductions.py` from `benchmarks/results/reproduce_*.json`.",
+        "Detectable Δ: the smallest true difference the study's paired seeds would detect with 80% power "
+        "(two-sided 5% test) given the observed spread of the paired differences, pooled over the study's "
+        "comparisons where their spreads are compatible (each study's record says which); a paper's Δ smaller "
+        "than it is *below what this study can resolve*, which is neither a verdict nor a refutation.",
         "",
-        "| study | row | paper % | paper Δ | ours % (95% CI) | our paired Δ (95% CI) | verdict |",
-        "|---|---|---|---|---|---|---|",
+        "Replication: every *distinguishable* or *opposite* verdict at 5 seeds is run a second time in another "
+        "setting: another CPU kind where a session had one, otherwise the same machine under "
+        "`MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default` (MKL's and ATen's portable kernels: another summation "
+        "order, so every run's rounding differs). The column gives the replication's verdict and difference, and "
+        "the Welch difference between the two runs' differences with its Holm-adjusted p over the study's claims "
+        "(`factorconv reproduce NAME --replicate RECORD.json` does the same on your machine).",
+        "",
+        "This file is written by `benchmarks/record_reproductions.py` from `benchmarks/results/reproduce_*.json` "
+        "and `replicate_*.json`.",
+        "",
+        *_summary(records, replications),
+        "",
+        "| study | row | paper % | paper Δ | ours % (95% CI) | our paired Δ (95% CI) | verdict | detectable Δ "
+        "(80% power) | replication |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for rec in records:
+        replication = replications.get(rec["study"])
         for row in rec["claims"]:
             paper = "-" if row["paper_acc"] is None else f"{row['paper_acc']:.2f}"
             if "verdict" not in row:
                 lines.append(f"| {rec['study']} | {row['name']} (reference) | {paper} |  | {_ci(row['accuracy'])} "
-                             "|  |  |")
+                             "|  |  |  |  |")
                 continue
+            detectable = "-" if row.get("detectable") is None else f"{row['detectable']:.2f}"
+            if row.get("below_resolution"):
+                detectable += " (paper Δ below what this study can resolve)"
+            if rec["seeds"] < 5:
+                detectable = f"- ({rec['seeds']} seeds: not yet re-recorded)"
             delta = (f"{row['paper_delta']:+.2f}" if row.get("paper_delta") is not None else
                      {1: "> 0 (figure)", -1: "< 0 (figure)"}.get(row.get("paper_sign"), "-"))
             d = row.get("difference")
             ours = "-" if not d else (f"{d['mean']:+.2f}" if d.get("ci_low") is None else
                                       f"{d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]")
             lines.append(f"| {rec['study']} | {row['name']} | {paper} | {delta} | {_ci(row['accuracy'])} | "
-                         f"{ours} | {row['verdict']} |")
+                         f"{ours} | {row['verdict']} | {detectable} | "
+                         f"{_replication_cell(row, replication) if rec['seeds'] >= 5 else ''} |")
     lines += ["", "## The studies", "",
               "| study | the paper's table | its claim | command (CPU scale) | seeds | minutes (wall, 2 cores) | "
               "run-minutes |", "|---|---|---|---|---|---|---|"]
@@ -103,6 +160,24 @@ def render(records: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _summary(records: list[dict], replications: dict[str, dict]) -> list[str]:
+    """The summary line: how many distinguishable verdicts replicated, of how many."""
+    five = [r for r in records if r["seeds"] >= 5]
+    claims = [(rec["study"], c) for rec in five for c in rec["claims"] if c.get("verdict") in DISTINGUISHABLE]
+    replicated = missing = 0
+    for study, claim in claims:
+        match = next((r for r in (replications.get(study) or {}).get("rows", []) if r["key"] == claim["label"]),
+                     None)
+        missing += match is None
+        replicated += bool(match and match["same_verdict"])
+    older = len(records) - len(five)
+    return [f"**Replicated: {replicated} of {len(claims)} distinguishable or opposite verdicts** across the "
+            f"{len(five)} studies recorded at 5 seeds"
+            + (f" ({missing} not yet replicated)" if missing else "")
+            + (f"; {older} studies are still recorded at 3 seeds (below), not yet re-run at 5" if older else "")
+            + "."]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("studies", nargs="*", type=Path, help="finished reproduce study directories to record")
@@ -118,7 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     records = [json.loads(f.read_text()) for f in sorted(RESULTS.glob("reproduce_*_cpu.json"))]
     order = {s.name: i for i, s in enumerate(list_reproductions())}
     records.sort(key=lambda r: order.get(r["study"], len(order)))
-    DOC.write_text(render(records))
+    replications = {}
+    for f in sorted(RESULTS.glob("replicate_*_cpu.json")):
+        replication = json.loads(f.read_text())
+        replications[replication["study"]] = replication
+    DOC.write_text(render(records, replications))
     print(f"wrote {DOC}")
     return 0
 

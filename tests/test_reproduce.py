@@ -116,7 +116,7 @@ def test_the_command_lists_plans_and_refuses(capsys) -> None:
     assert "o-ResNet20 x3.625" in shown and "params 0.221 (+0.0%)" in shown
     assert main(["reproduce", "osep-t6", "--dry-run", "--json"]) == 0
     planned = json.loads(capsys.readouterr().out)
-    assert len(planned["rows"]) == 3 and planned["seeds"] == 3 and planned["runs"] == 9
+    assert len(planned["rows"]) == 3 and planned["seeds"] == 5 and planned["runs"] == 15
     assert main(["reproduce", "no-such-study"]) == 2
     err = capsys.readouterr().err
     assert "no study named 'no-such-study'; known: acdc-t1" in err and len(err.strip().splitlines()) == 1

@@ -28,6 +28,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="training config field for every run")
     p.add_argument("--out", default=None, help="study directory (default: runs/reproduce-<name>-<scale>)")
     p.add_argument("--json", action="store_true", help="print the plan or the claims as JSON")
+    p.add_argument("--replicate", metavar="RECORD", default=None,
+                   help="a recorded reproduce.json (ours: benchmarks/results/reproduce_<name>_cpu.json): run the "
+                        "study here, in a fresh directory (default runs/replicate-<name>-<scale>), at the record's "
+                        "seeds, and print per claim the recorded and the new difference, whether the verdict is "
+                        "the same, and their Welch difference (exit status 1 when a verdict changed or the two "
+                        "differ)")
     add_executor_args(p)
     p.set_defaults(func=run)
 
@@ -51,13 +57,43 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(render_plan(study, args.scale, rows, seeds=args.seeds), end="")
         return 1 if any(r["ok"] is False for r in rows) else 0
-    out = args.out or str(Path("runs") / f"reproduce-{study.name}-{args.scale}")
+    recorded = _recorded(args, study.name) if args.replicate else None
+    kind = "replicate" if recorded else "reproduce"
+    out = args.out or str(Path("runs") / f"{kind}-{study.name}-{args.scale}")
+    if recorded and Path(out).resolve() == Path(recorded["path"]).parent.resolve():
+        raise UsageError(f"--out {out} is the directory {args.replicate} was recorded from: its finished runs would "
+                         "be reused, not replicated; give another --out")
+    seeds = args.seeds or (recorded["seeds"] if recorded and isinstance(recorded["seeds"], int) else None)
     command = "factorconv " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else None
-    result = reproduce(study, args.scale, out, executor=executor_from_args(args, out), seeds=args.seeds,
+    result = reproduce(study, args.scale, out, executor=executor_from_args(args, out), seeds=seeds,
                        data_dir=args.data_dir, overrides=parse_options(args.set, "--set"), command=command)
-    if args.json:
+    if args.json and not recorded:
         print(json.dumps({k: v for k, v in result.items() if k != "results"}, indent=2, default=str))
-    else:
+    elif not args.json:
         print(render_claims(study, args.scale, result["claims"]), end="")
         print(f"\nclaims: {Path(out) / 'reproduce.md'}   study report: {Path(out) / 'report.md'}")
-    return flagged_status(result["results"])
+    status = flagged_status(result["results"])
+    if recorded:
+        from ..study.replication import compare_records, read_comparisons, render_replication
+
+        replication = compare_records(recorded, read_comparisons(Path(out) / "reproduce.json"))
+        (Path(out) / "replication.json").write_text(json.dumps(replication, indent=2, default=str) + "\n")
+        print(json.dumps(replication, indent=2, default=str) if args.json else "\n" + render_replication(replication),
+              end="" if not args.json else "\n")
+        status = max(status, 1 if replication["verdicts_changed"] or replication["differ"] else 0)
+    return status
+
+
+def _recorded(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    """The record --replicate names, read before any training so that a bad one costs nothing."""
+    from ..study import StudyError
+    from ..study.replication import read_comparisons
+
+    try:
+        recorded = read_comparisons(args.replicate)
+    except StudyError as err:
+        raise UsageError(f"--replicate: {err}") from None
+    if recorded["kind"] != "reproduce" or recorded["study"] != name:
+        what = f"reproduce study {recorded['study']!r}" if recorded["kind"] == "reproduce" else "a compare study"
+        raise UsageError(f"--replicate: {args.replicate} records {what}, not reproduce study {name!r}")
+    return recorded

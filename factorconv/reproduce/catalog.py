@@ -15,7 +15,7 @@ SCALES = ("cpu", "paper")
 
 # The CPU scale of every named study: the default study's recipe on Fashion-MNIST (docs/compare.md), whose
 # seed spread it measured; a study may lengthen or shorten it.
-CPU_RECIPE: dict[str, Any] = {"data": "fashion-mnist", "preset": "study", "seeds": 3}
+CPU_RECIPE: dict[str, Any] = {"data": "fashion-mnist", "preset": "study", "seeds": 5}
 
 
 @dataclass(frozen=True)

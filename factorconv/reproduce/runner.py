@@ -6,6 +6,7 @@ reports are compare's."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,12 @@ import torch
 from ..accounting import profile
 from ..ops.base import is_operator
 from ..study import Executor, StudySpec, build_report, match_widths, run_study
+from ..study.power import BELOW_RESOLUTION, Spread, resolution, study_spread
 from ..study.stats import Summary
 from .catalog import Reproduction
 from .verdict import claim_verdict
 
-__all__ = ["SHAPES", "claims", "plan", "render_claims", "render_plan", "reproduce", "study_spec"]
+__all__ = ["SHAPES", "claims", "claims_spread", "plan", "render_claims", "render_plan", "reproduce", "study_spec"]
 
 # (C, H, W) and classes of the data sets a named study names, so that a dry run needs no data
 SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
@@ -132,7 +134,27 @@ def claims(study: Reproduction, results: dict[str, Any]) -> list[dict[str, Any]]
             else:
                 entry["verdict"] = _no_difference(ours, by_label.get(ref.label), claimed)
         out.append(entry)
+    spread = claims_spread(out)
+    for entry in out:
+        if "verdict" in entry:
+            entry["detectable"] = resolution(entry["difference"], spread)
+            entry["below_resolution"] = (entry["detectable"] is not None and entry["paper_delta"] is not None
+                                         and abs(entry["paper_delta"]) < entry["detectable"])
     return out
+
+
+def claims_spread(rows: list[dict[str, Any]]) -> Spread:
+    """The spread of the paired differences the claims' power statement uses (pooled where compatible)."""
+    return study_spread([(r["difference"]["n"], r["difference"]["std"]) for r in rows if r.get("difference")])
+
+
+def setting() -> dict[str, Any]:
+    """Where a study ran: the machine, and the environment variables that choose other kernels (another
+    summation order) when they are set."""
+    from ..bench import machine_info
+
+    env = {k: os.environ[k] for k in ("MKL_CBWR", "ATEN_CPU_CAPABILITY") if os.environ.get(k)}
+    return {**machine_info(), "kernels": env or "default"}
 
 
 def _no_difference(ours: dict[str, Any] | None, reference: dict[str, Any] | None, claimed: float | None) -> str:
@@ -156,19 +178,26 @@ def render_claims(study: Reproduction, scale: str, rows: list[dict[str, Any]]) -
         return f"{acc['mean']:.2f} [{acc['ci_low']:.2f}, {acc['ci_high']:.2f}]"
 
     lines = [f"## {study.name} (--scale {scale})", "", f"{study.source}. Claim: {study.claim}. Metric: {study.metric}.",
-             "", "| row | paper % | ours % (95% CI) | paper Δ | our paired Δ (95% CI) | verdict on the claim |",
-             "|---|---|---|---|---|---|"]
+             "", "| row | paper % | ours % (95% CI) | paper Δ | our paired Δ (95% CI) | verdict on the claim | "
+             "detectable Δ (80% power) |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         paper = "-" if r["paper_acc"] is None else f"{r['paper_acc']:.2f}"
         if "verdict" not in r:
-            lines.append(f"| {r['name']} (reference) | {paper} | {ci(r['accuracy'])} |  |  |  |")
+            lines.append(f"| {r['name']} (reference) | {paper} | {ci(r['accuracy'])} |  |  |  |  |")
             continue
+        detectable = "-" if r.get("detectable") is None else f"{r['detectable']:.2f}"
+        if r.get("below_resolution"):
+            detectable += f"; the paper's Δ is {BELOW_RESOLUTION}"
         delta = (f"{r['paper_delta']:+.2f}" if r["paper_delta"] is not None else
                  {1: "> 0 (figure)", -1: "< 0 (figure)"}.get(r.get("paper_sign"), "-"))
         d = r["difference"]
         ours = "-" if not d else (f"{d['mean']:+.2f}" if d.get("ci_low") is None else
                                   f"{d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]")
-        lines.append(f"| {r['name']} | {paper} | {ci(r['accuracy'])} | {delta} | {ours} | {r['verdict']} |")
+        lines.append(f"| {r['name']} | {paper} | {ci(r['accuracy'])} | {delta} | {ours} | {r['verdict']} | "
+                     f"{detectable} |")
+    lines += ["", f"Detectable Δ: the smallest true difference the paired seeds would detect with 80% power (two-sided "
+              f"5% test), from {claims_spread(rows).describe()}. A paper's Δ below it is {BELOW_RESOLUTION}: "
+              "neither a verdict nor a refutation, only the study's size."]
     if scale == "cpu":
         lines += ["", "At CPU scale the data set, backbone width and schedule are not the paper's: a verdict here "
                   "says whether the claim's direction shows on Fashion-MNIST in minutes, not whether the paper's "
@@ -194,6 +223,6 @@ def record(study: Reproduction, scale: str, out: str | Path, results: dict[str, 
     (out / "reproduce.md").write_text(render_claims(study, scale, rows))
     seconds = sum(run.get("train_seconds") or 0 for row in results["rows"] for run in row["runs"])
     data = {"study": study.name, "scale": scale, "claims": rows, "train_seconds": seconds,
-            "seeds": results["spec"]["seeds"]}
+            "seeds": results["spec"]["seeds"], "spread": claims_spread(rows).to_dict(), "setting": setting()}
     (out / "reproduce.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
     return {**data, "results": results}

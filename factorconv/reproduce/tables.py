@@ -2,8 +2,9 @@
 tables' as printed (accuracy %, errors converted as 100 - error; params in M, MACs in M); counts are checked
 by `factorconv reproduce NAME --scale paper --dry-run` against what the zoo builds.
 
-CPU scale: the default study's recipe (360 steps of batch 32 on Fashion-MNIST, 3 paired seeds) on ResNet-20
-at widths 2 CPU cores train in minutes; what is compared (operator, sharing, p, ...) is the paper's."""
+CPU scale: the default study's recipe (360 steps of batch 32 on Fashion-MNIST, 5 paired seeds: three
+estimated the spread too poorly for verdicts near a point to replicate) on ResNet-20 at widths 2 CPU cores
+train in minutes; what is compared (operator, sharing, p, ...) is the paper's."""
 
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ from ..train.task import score_label as task_score_label
 from .errors import StudyError
 from .front import front_steps, pareto_front
 from .plot import plot_study
+from .power import resolution, study_spread
 from .records import read_latency, read_run_result, read_study
 from .spec import AXES, METRICS, Budget, StudySpec, human
 from .stats import BETTER, TOO_FEW, WORSE, paired_difference, summarize, verdict
@@ -139,7 +140,11 @@ def build_report(out: str | Path) -> dict[str, Any]:
     if all("latency_ms" in r for r in rows) and "latency" not in axes:
         axes.append("latency")  # accuracy against what it costs to run, where it ships
     steps = _fronts(rows, axes)
+    spread = study_spread([(r["difference"]["n"], r["difference"]["std"]) for r in rows if r["difference"]])
+    for row in rows:
+        row["detectable"] = resolution(row["difference"], spread)
     results = {"spec": asdict(spec), "axes": axes, "rows": rows, "front_steps": steps, "latency": latency,
+               "spread": spread.to_dict(),
                "flags": {"diverged": sum(r["diverged"] for r in rows),
                          "not_converged": sum(r["not_converged"] for r in rows)}}
     write_json(out / "results.json", results)
@@ -199,7 +204,7 @@ def render_table(rows: Sequence[dict[str, Any]], axes: Sequence[str] = ("params"
     reference = rows[0]["reference"] if rows else "conv"
     head = (["conv"] + (["budget"] if sweep else []) + ["width", "train params", "deploy params", "size KiB",
             "MACs (M)", f"{score_label(rows)} % (mean ± std)", "95% CI", f"Δ vs {reference} (95% CI)", "verdict",
-            "health"]
+            "detectable Δ (80% power)", "health"]
             + [f"{d.upper()} latency ×standard" for d in devices]
             + [f"latency b{b} ms (×standard)" + (f"; target {targets[0].split('=', 1)[1]}" if targets and i == 0
                                                    else "") for i, b in enumerate(batches)] + ["front"])
@@ -212,7 +217,7 @@ def render_table(rows: Sequence[dict[str, Any]], axes: Sequence[str] = ("params"
         cells = [r["conv"]] + ([r["budget"] or "none"] if sweep else []) + [
             f"{r['width']:g}", f"{r['train_params']:,}", f"{r['deploy_params']:,}", f"{r['size_bytes'] / 1024:.1f}",
             f"{r['macs'] / 1e6:.2f}", _pm(r["accuracy"]), _ci(r["accuracy"]), delta, r["verdict"] or "",
-            _health(r)]
+            "" if r.get("detectable") is None else f"{r['detectable']:.2f}", _health(r)]
         cells += [f"{r[f'latency_{d}_ratio']:.2f}" if f"latency_{d}_ratio" in r else "" for d in devices]
         cells += [f"{r['latency'][b]['ms']:.3f} ({r['latency'][b]['ratio']:.2f})" if b in r.get("latency", {})
                   else "" for b in batches]
@@ -248,12 +253,15 @@ def _conclusions(spec: StudySpec, results: dict[str, Any]) -> list[str]:
         if same:
             lines.append(f"- Not distinguishable from {reference}{where} (the interval of the paired difference "
                          f"includes 0): {say(same)}. Their order in the table is noise, not a ranking.")
-    halves = [r["difference"]["ci_high"] - r["difference"]["mean"] for r in rows
-              if r["difference"] and r["difference"]["ci_high"] is not None]
-    if halves:
-        lines.append(f"- Resolution: the paired intervals' half-widths run from {min(halves):.2f} to "
-                     f"{max(halves):.2f} points; smaller differences than these cannot be told from noise with "
-                     f"{seeds} seeds.")
+    detectable = [r["detectable"] for r in rows if r.get("detectable") is not None]
+    if detectable:
+        spread = results.get("spread") or {}
+        span = (f"{min(detectable):.2f}" if max(detectable) - min(detectable) < 0.005 else
+                f"{min(detectable):.2f} to {max(detectable):.2f}")
+        lines.append(f"- Resolution: with {seeds} seeds, a true difference smaller than {span} points (column "
+                     "\"detectable Δ\") is missed more than 20% of the time by the paired 5% test, from "
+                     f"{spread.get('description', 'each comparison’s own spread')}. A not-distinguishable verdict "
+                     "says no more than that.")
     comparisons = sum(1 for r in rows if r["verdict"] in (BETTER, WORSE, "not distinguishable"))
     if comparisons > 1:
         lines.append(f"- Each verdict is a 95% interval on its own; across {comparisons} comparisons about "
