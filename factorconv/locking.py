@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-__all__ = ["DirectoryLock", "LockBusy", "describe_holder", "process_alive"]
+__all__ = ["DirectoryLock", "LockBusy", "describe_holder", "process_alive", "remove_if_unused"]
 
 
 class LockBusy(RuntimeError):
@@ -106,3 +106,13 @@ def process_alive(pid: int) -> bool:
             return True
         return True
     return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+def remove_if_unused(folder: Path, lock_name: str) -> None:
+    """Remove `folder` when it holds nothing but its (released) lock file: what a command that created it and
+    was then refused (an unknown model, a missing data set) would otherwise leave behind."""
+    with contextlib.suppress(OSError):
+        if {p.name for p in folder.iterdir()} <= {lock_name}:
+            (folder / lock_name).unlink(missing_ok=True)
+            folder.rmdir()
+

@@ -419,3 +419,19 @@ def save(obj, f, *args, **kwargs):
 checkpoint.torch.save = save
 fit(cfg, callbacks=[kill])
 """
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--model", "nonet"], ["train", "--conv", "nope"], ["train", "--data", "synthetic", "--model", "nonet"],
+    ["compare", "--data", "synthetic", "--budget", "latency=0.3ms", "--no-latency"],
+    ["compare", "--data", "synthetic", "--model", "nonet"],
+])
+def test_a_refused_command_leaves_no_directory_behind(argv: list[str], tmp_path: Path, monkeypatch, capsys) -> None:
+    """A run or study directory the command created and was then refused in (before anything was written)
+    is removed: repeated typos do not fill runs/ with empty, locked directories."""
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) in (1, 2)
+    assert "error" in capsys.readouterr().err
+    assert not any((tmp_path / "runs").glob("*")) if (tmp_path / "runs").exists() else True
+    assert main([*argv, "--out" if argv[0] == "compare" else "--run-dir", str(tmp_path / "named")]) in (1, 2)
+    assert not (tmp_path / "named").exists()

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from ..bench import machine_info
+from ..locking import remove_if_unused
 from ..train.health import DIVERGED
 from ..train.rundir import write_json
 from .execution import Executor, LocalExecutor, RunTask, StudyError, finished_result, log
 from .latency import measure_latencies, runtime_label
-from .lock import StudyLock
+from .lock import LOCK_NAME, StudyLock
 from .progress import StudyProgress
 from .records import read_json_record, read_run_result
 from .report import build_report, run_dir_of
@@ -158,12 +159,18 @@ def run_study(spec: StudySpec, out: str | Path, *, executor: Executor | None = N
     spec.validate()
     executor = executor or LocalExecutor(1)
     out = Path(out)
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise StudyError(f"cannot use {out} as the study directory: {err.strerror or err}") from None
-    with StudyLock(out):
-        return _run_locked(spec, out, executor, measure_latency)
+    try:
+        with StudyLock(out):
+            return _run_locked(spec, out, executor, measure_latency)
+    except BaseException:
+        if created:  # refused before it wrote anything (a runtime not installed, a data set missing)
+            remove_if_unused(out, LOCK_NAME)
+        raise
 
 
 def _run_locked(spec: StudySpec, out: Path, executor: Executor, measure_latency: bool) -> dict[str, Any]:

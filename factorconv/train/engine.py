@@ -28,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..accounting import check_memory, count_params, profile
 from ..data import Augment, DatasetError, ImageSet, TensorLoader, load_dataset
 from ..data.base import dataset_fingerprint, select_classes
+from ..locking import remove_if_unused
 from ..registry import create_model
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig, apply_overrides, load_config_file
@@ -35,7 +36,7 @@ from .distributed import DistContext, all_reduce_sum, broadcast_buffers, init_di
 from .health import DIVERGED, assess
 from .presets import preset_values
 from .progress import Progress
-from .rundir import RunDir, RunDirError, environment
+from .rundir import RUN_LOCK, RunDir, RunDirError, environment
 from .schedule import lr_at
 from .state import TrainState
 from .task import SCORE_NAMES, Scores, check_scored, check_task, correct_and_count, task_loss
@@ -319,7 +320,11 @@ class Trainer:
                 torch.set_num_threads(max(1, (torch.multiprocessing.cpu_count() or 1) // ctx.local_world_size))
             if cfg.deterministic:
                 torch.use_deterministic_algorithms(True, warn_only=True)
-            self.setup(ctx)
+            try:
+                self.setup(ctx)
+            except BaseException:
+                self._remove_if_never_used()
+                raise
             try:
                 while self.state.step < self.total:
                     self.train_epoch()
@@ -360,10 +365,19 @@ class Trainer:
         self._start_progress(ctx, len(train_set), len(test_set), resumed=saved is not None)
         model.train()
 
+    def _remove_if_never_used(self) -> None:
+        """A run refused during setup (an unknown model, missing data) leaves no directory behind when this
+        call created it and nothing but its lock is in it."""
+        if not getattr(self, "created_run_dir", False):
+            return
+        self.held.close()  # release the lock before removing it
+        remove_if_unused(self.run.path, RUN_LOCK)
+
     def _claim_run_dir(self, ctx: DistContext) -> None:
         """Rank 0: create the run directory, take its lock, start its logs afresh for a new run."""
         error: Exception | None = None
         if ctx.is_main:
+            self.created_run_dir = not self.run.path.exists()
             try:
                 self.run.prepare(self.resume)
                 self.held.enter_context(self.run.lock())
