@@ -21,6 +21,7 @@ from pathlib import Path
 from factorconv.bench import machine_info
 from factorconv.reproduce import get_reproduction, list_reproductions
 from factorconv.study.replication import DISTINGUISHABLE
+from factorconv.study.stats import estimate_text
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -45,11 +46,7 @@ def record(study_dir: Path, wall: float | None) -> Path:
 
 
 def _ci(acc: dict | None) -> str:
-    if not acc:
-        return "-"
-    if acc.get("ci_low") is None:
-        return f"{acc['mean']:.2f}"
-    return f"{acc['mean']:.2f} [{acc['ci_low']:.2f}, {acc['ci_high']:.2f}]"
+    return estimate_text(acc)
 
 
 def _setting(replication: dict) -> str:
@@ -67,9 +64,7 @@ def _replication_cell(row: dict, replication: dict | None) -> str:
     match = next((r for r in replication["rows"] if r["key"] == row["label"]), None)
     if match is None:
         return "-"
-    d, w = match["new"], match["welch"]
-    new = "-" if not d else (f"{d['mean']:+.2f}" if d.get("ci_low") is None else
-                             f"{d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]")
+    w, new = match["welch"], estimate_text(match["new"], signed=True)
     same = "replicated" if match["same_verdict"] else f"NOT replicated ({match['new_verdict']})"
     welch = "" if w is None else f"; runs differ by {w['mean']:+.2f}, Holm p {w['p_holm']:.2f}"
     return f"{same}: {new}{welch}"
@@ -130,9 +125,7 @@ def render(records: list[dict], replications: dict[str, dict] | None = None) -> 
                 detectable = f"- ({rec['seeds']} seeds: not yet re-recorded)"
             delta = (f"{row['paper_delta']:+.2f}" if row.get("paper_delta") is not None else
                      {1: "> 0 (figure)", -1: "< 0 (figure)"}.get(row.get("paper_sign"), "-"))
-            d = row.get("difference")
-            ours = "-" if not d else (f"{d['mean']:+.2f}" if d.get("ci_low") is None else
-                                      f"{d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]")
+            ours = estimate_text(row.get("difference"), signed=True)
             lines.append(f"| {rec['study']} | {row['name']} | {paper} | {delta} | {_ci(row['accuracy'])} | "
                          f"{ours} | {row['verdict']} | {detectable} | "
                          f"{_replication_cell(row, replication) if rec['seeds'] >= 5 else ''} |")

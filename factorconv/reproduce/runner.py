@@ -16,7 +16,7 @@ from ..accounting import profile
 from ..ops.base import is_operator
 from ..study import Executor, StudySpec, build_report, match_widths, run_study
 from ..study.power import BELOW_RESOLUTION, Spread, resolution, study_spread
-from ..study.stats import Summary
+from ..study.stats import Summary, estimate_text
 from .catalog import Reproduction
 from .verdict import claim_verdict
 
@@ -170,13 +170,7 @@ def _no_difference(ours: dict[str, Any] | None, reference: dict[str, Any] | None
 
 
 def render_claims(study: Reproduction, scale: str, rows: list[dict[str, Any]]) -> str:
-    def ci(acc: dict[str, Any] | None) -> str:
-        if not acc:
-            return "-"
-        if acc.get("ci_low") is None:
-            return f"{acc['mean']:.2f}"
-        return f"{acc['mean']:.2f} [{acc['ci_low']:.2f}, {acc['ci_high']:.2f}]"
-
+    ci = estimate_text
     lines = [f"## {study.name} (--scale {scale})", "", f"{study.source}. Claim: {study.claim}. Metric: {study.metric}.",
              "", "| row | paper % | ours % (95% CI) | paper Δ | our paired Δ (95% CI) | verdict on the claim | "
              "detectable Δ (80% power) |", "|---|---|---|---|---|---|---|"]
@@ -190,9 +184,7 @@ def render_claims(study: Reproduction, scale: str, rows: list[dict[str, Any]]) -
             detectable += f"; the paper's Δ is {BELOW_RESOLUTION}"
         delta = (f"{r['paper_delta']:+.2f}" if r["paper_delta"] is not None else
                  {1: "> 0 (figure)", -1: "< 0 (figure)"}.get(r.get("paper_sign"), "-"))
-        d = r["difference"]
-        ours = "-" if not d else (f"{d['mean']:+.2f}" if d.get("ci_low") is None else
-                                  f"{d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]")
+        ours = estimate_text(r["difference"], signed=True)
         lines.append(f"| {r['name']} | {paper} | {ci(r['accuracy'])} | {delta} | {ours} | {r['verdict']} | "
                      f"{detectable} |")
     lines += ["", f"Detectable Δ: the smallest true difference the paired seeds would detect with 80% power (two-sided "

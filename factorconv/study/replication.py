@@ -16,7 +16,7 @@ from typing import Any
 from .errors import StudyError
 from .power import ALPHA
 from .records import read_json_record
-from .stats import _t_cdf, t_quantile
+from .stats import _t_cdf, estimate_text, t_quantile
 
 __all__ = ["DISTINGUISHABLE", "compare_records", "read_comparisons", "render_replication"]
 
@@ -134,11 +134,7 @@ def compare_records(recorded: dict[str, Any], new: dict[str, Any]) -> dict[str, 
 
 
 def _ci(d: dict[str, Any] | None) -> str:
-    if not d:
-        return "-"
-    if d.get("ci_low") is None:
-        return f"{d['mean']:+.2f}"
-    return f"{d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]"
+    return estimate_text(d, signed=True)
 
 
 def render_replication(result: dict[str, Any]) -> str:

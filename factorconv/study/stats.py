@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["BETTER", "NOT_DISTINGUISHABLE", "TOO_FEW", "WORSE", "Summary", "paired_difference", "summarize",
-           "t_quantile", "verdict", "welch_difference"]
+__all__ = ["BETTER", "NOT_DISTINGUISHABLE", "TOO_FEW", "WORSE", "Summary", "estimate_text", "paired_difference",
+           "summarize", "t_quantile", "verdict", "welch_difference"]
 
 BETTER, WORSE, NOT_DISTINGUISHABLE, TOO_FEW = "better", "worse", "not distinguishable", "too few seeds"
 CONFIDENCE = 0.95
@@ -132,6 +132,16 @@ def welch_difference(values: Sequence[float], reference: Sequence[float],
     half = t_quantile((1 + confidence) / 2, df) * math.sqrt(va + vb)
     diff = a.mean - b.mean
     return diff, diff - half, diff + half
+
+
+def estimate_text(summary: dict[str, Any] | None, signed: bool = False, missing: str = "-") -> str:
+    """A summary (as a dict) as "mean [low, high]", or "mean" alone when it has no interval (one seed)."""
+    if not summary:
+        return missing
+    fmt = "{:+.2f}" if signed else "{:.2f}"
+    if summary.get("ci_low") is None:
+        return fmt.format(summary["mean"])
+    return f"{fmt.format(summary['mean'])} [{fmt.format(summary['ci_low'])}, {fmt.format(summary['ci_high'])}]"
 
 
 def verdict(difference: Summary) -> str:

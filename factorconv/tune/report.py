@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..study.records import read_json_record
+from ..study.stats import estimate_text
 from ..train.rundir import write_json
 from .confirm import TUNED, best_trial, compare_pairs
 from .plot import plot_history, plot_importances
@@ -97,11 +98,7 @@ def build_tune_report(out: str | Path) -> dict[str, Any]:
 
 
 def _pct(summary: dict[str, Any] | None) -> str:
-    if not summary:
-        return "—"
-    if summary.get("half_width") is None:
-        return f"{summary['mean']:.2f}"
-    return f"{summary['mean']:.2f} [{summary['ci_low']:.2f}, {summary['ci_high']:.2f}]"
+    return estimate_text(summary, missing="—")
 
 
 def _diff(d: dict[str, Any] | None) -> tuple[str, str]:
