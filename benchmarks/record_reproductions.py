@@ -49,6 +49,10 @@ def _ci(acc: dict | None) -> str:
     return estimate_text(acc)
 
 
+def _minutes(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds / 60:.1f}"
+
+
 def _setting(replication: dict) -> str:
     """Where a replication ran, in words: other kernels on the same machine, or another CPU."""
     setting = replication.get("setting") or {}
@@ -65,7 +69,9 @@ def _replication_cell(row: dict, replication: dict | None) -> str:
     if match is None:
         return "-"
     w, new = match["welch"], estimate_text(match["new"], signed=True)
-    same = "replicated" if match["same_verdict"] else f"NOT replicated ({match['new_verdict']})"
+    claimed = row["verdict"] in DISTINGUISHABLE  # a claimed difference replicates; a tie is only the same again
+    same = (("replicated" if claimed else "same verdict") if match["same_verdict"] else
+            f"{'NOT replicated' if claimed else 'verdict changed'} ({match['new_verdict']})")
     welch = "" if w is None else f"; runs differ by {w['mean']:+.2f}, Holm p {w['p_holm']:.2f}"
     return f"{same}: {new}{welch}"
 
@@ -131,19 +137,26 @@ def render(records: list[dict], replications: dict[str, dict] | None = None) -> 
                          f"{_replication_cell(row, replication) if rec['seeds'] >= 5 else ''} |")
     lines += ["", "## The studies", "",
               "| study | the paper's table | its claim | command (CPU scale) | seeds | minutes (wall, 2 cores) | "
-              "run-minutes |", "|---|---|---|---|---|---|---|"]
+              "run-minutes | replication: setting, minutes (wall), run-minutes |", "|---|---|---|---|---|---|---|---|"]
     recorded = {r["study"]: r for r in records}
     for study in list_reproductions():
         rec = recorded.get(study.name)
         wall = "-" if not rec or rec.get("wall_seconds") is None else f"{rec['wall_seconds'] / 60:.1f}"
         runs = "-" if not rec else f"{rec['train_seconds'] / 60:.1f}"
         seeds = "not yet run" if not rec else str(rec["seeds"])
+        rep = replications.get(study.name)
+        again = "-" if rep is None else f"{_setting(rep)}, {_minutes(rep.get('wall_seconds'))}, " \
+            f"{_minutes(rep['train_seconds'])}"
         lines.append(f"| {study.name} | {study.source} | {study.claim} | `factorconv reproduce {study.name}` | "
-                     f"{seeds} | {wall} | {runs} |")
+                     f"{seeds} | {wall} | {runs} | {again} |")
     lines += ["", "Paper scale: `factorconv reproduce NAME --scale paper` (add `--data-dir` where the data set "
               "is, `--executor ray` or `submitit` to spread the runs). Minutes are wall time of the command with "
-              "two runs at a time, measured while the machine also ran other studies (upper bounds); run-minutes "
-              "the training time summed over runs. Notes per study:", ""]
+              "two runs at a time (short test runs sometimes beside them: upper bounds). A run two studies share "
+              "(the same computing config: ResNet-20's reference in acdc-t1, doconv-t1 and doconv-t7; osep-t6's "
+              "rows in osep-gamma) was trained once and copied into the later study by "
+              "`benchmarks/share_runs.py` (the study checks every computing field again before it reuses a "
+              "run), so a later study's wall time is less than a fresh run's; run-minutes are the training time "
+              "summed over all its runs, copied ones included. Notes per study:", ""]
     for study in list_reproductions():
         if study.notes:
             lines.append(f"- {study.name}: {study.notes}")
@@ -163,10 +176,14 @@ def _summary(records: list[dict], replications: dict[str, dict]) -> list[str]:
                      None)
         missing += match is None
         replicated += bool(match and match["same_verdict"])
+    gained = sum(1 for rec in five for r in (replications.get(rec["study"]) or {}).get("rows", [])
+                 if r["recorded_verdict"] not in DISTINGUISHABLE and r["new_verdict"] in DISTINGUISHABLE)
     older = len(records) - len(five)
     return [f"**Replicated: {replicated} of {len(claims)} distinguishable or opposite verdicts** across the "
             f"{len(five)} studies recorded at 5 seeds"
             + (f" ({missing} not yet replicated)" if missing else "")
+            + (f"; {gained} verdict(s) not distinguishable in the first run were distinguishable in the "
+               "replication" if gained else "")
             + (f"; {older} studies are still recorded at 3 seeds (below), not yet re-run at 5" if older else "")
             + "."]
 
@@ -175,14 +192,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("studies", nargs="*", type=Path, help="finished reproduce study directories to record")
     p.add_argument("--wall", action="append", default=[], metavar="NAME=SECONDS",
-                   help="the wall time of a study's command, as measured")
+                   help="the wall time of a study's command, as measured (replicate-NAME for a --replicate "
+                        "directory)")
     args = p.parse_args(argv)
     walls = {k: float(v) for k, _, v in (w.partition("=") for w in args.wall)}
     RESULTS.mkdir(exist_ok=True)
     for study_dir in args.studies:
         name = json.loads((study_dir / "reproduce.json").read_text())["study"]
         get_reproduction(name)  # a known study
-        print(f"recorded {record(study_dir, walls.get(name))}")
+        key = f"replicate-{name}" if (study_dir / "replication.json").exists() else name
+        print(f"recorded {record(study_dir, walls.get(key))}")
     records = [json.loads(f.read_text()) for f in sorted(RESULTS.glob("reproduce_*_cpu.json"))]
     order = {s.name: i for i, s in enumerate(list_reproductions())}
     records.sort(key=lambda r: order.get(r["study"], len(order)))
