@@ -152,8 +152,9 @@ def render(records: list[dict], replications: dict[str, dict] | None = None) -> 
     lines += ["", "Paper scale: `factorconv reproduce NAME --scale paper` (add `--data-dir` where the data set "
               "is, `--executor ray` or `submitit` to spread the runs). Minutes are wall time of the command with "
               "two runs at a time (short test runs sometimes beside them: upper bounds). A run two studies share "
-              "(the same computing config: ResNet-20's reference in acdc-t1, doconv-t1 and doconv-t7; osep-t6's "
-              "rows in osep-gamma) was trained once and copied into the later study by "
+              "(the same computing config: ResNet-20's reference from acdc-t1 into doconv-t1 and doconv-t7, DO-Conv's "
+              "row from doconv-t1 into doconv-t7, osep-t6's two o-ResNet20 and ResNet20 rows into osep-gamma, in "
+              "the first runs and the replications alike) was trained once and copied into the later study by "
               "`benchmarks/share_runs.py` (the study checks every computing field again before it reuses a "
               "run), so a later study's wall time is less than a fresh run's; run-minutes are the training time "
               "summed over all its runs, copied ones included. Notes per study:", ""]
