@@ -1,8 +1,9 @@
 """Copy finished runs that a named study needs from other study directories into its own, so that a run two
 studies share (ResNet-20 with the standard conv is the reference of acdc-t1, doconv-t1 and doconv-t7) trains
 once. A run is copied only when its saved config computes exactly what the target study would train (every
-field but bookkeeping, and the same data fingerprint); the study then reuses it as it reuses any finished run,
-after checking that again.
+field but bookkeeping, the same data fingerprint, and the same kernel settings as this process: MKL_CBWR and
+ATEN_CPU_CAPABILITY, recorded in each result's environment); the study then reuses it as it reuses any finished
+run, after checking that again.
 
     .venv/bin/python benchmarks/share_runs.py doconv-t7 runs/reproduce-doconv-t7-cpu runs/reproduce-*-cpu
 """
@@ -19,6 +20,7 @@ from factorconv.reproduce.runner import study_spec
 from factorconv.study.execution import _computing
 from factorconv.study.runner import data_info, plan_runs
 from factorconv.study.spec import match_widths
+from factorconv.train.rundir import kernel_settings
 
 
 def _key(config: dict) -> str:
@@ -40,7 +42,11 @@ def main() -> int:
     for source in args.sources:
         for result in Path(source).glob("runs/*/*/seed*/result.json"):
             done = json.loads(result.read_text())
-            if done.get("status") == "done" and done.get("data_fingerprint") == data.fingerprint:
+            # a run computed under other kernels (MKL_CBWR, ATEN_CPU_CAPABILITY) is not shared: a replication
+            # under them must train its own
+            kernels = (done.get("environment") or {}).get("kernels", {})
+            if (done.get("status") == "done" and done.get("data_fingerprint") == data.fingerprint
+                    and kernels == kernel_settings()):
                 finished.setdefault(_key(done["config"]), result.parent)
     copied = 0
     for task in tasks:

@@ -27,6 +27,7 @@ from factorconv.train import (
     resolve_config,
     save_checkpoint,
 )
+from factorconv.train.rundir import kernel_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,6 +55,16 @@ def test_training_learns_and_writes_its_run_files(tmp_path: Path) -> None:
     model = fc.train.build_model(cfg, 10, 1)
     assert result["profile"]["params"] == fc.count_params(model)
     assert result["environment"]["torch"] == torch.__version__
+    assert result["environment"]["kernels"] == kernel_settings()  # {} unless MKL_CBWR / ATEN_CPU_CAPABILITY are set
+
+
+def test_the_kernel_settings_a_run_records(monkeypatch) -> None:
+    monkeypatch.delenv("MKL_CBWR", raising=False)
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    assert kernel_settings() == {}
+    monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    assert kernel_settings() == {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "default"}
 
 
 def test_the_last_five_evaluations_metric_survives_a_resume(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ reports are compare's."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -152,9 +151,9 @@ def setting() -> dict[str, Any]:
     """Where a study ran: the machine, and the environment variables that choose other kernels (another
     summation order) when they are set."""
     from ..bench import machine_info
+    from ..train.rundir import kernel_settings
 
-    env = {k: os.environ[k] for k in ("MKL_CBWR", "ATEN_CPU_CAPABILITY") if os.environ.get(k)}
-    return {**machine_info(), "kernels": env or "default"}
+    return {**machine_info(), "kernels": kernel_settings() or "default"}
 
 
 def _no_difference(ours: dict[str, Any] | None, reference: dict[str, Any] | None, claimed: float | None) -> str:

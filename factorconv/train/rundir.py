@@ -18,7 +18,8 @@ import torch
 from ..locking import DirectoryLock
 from ..version import __version__
 
-__all__ = ["EVENTS_PREFIX", "RUN_LOCK", "RunDir", "RunDirError", "environment", "git_revision", "write_json"]
+__all__ = ["EVENTS_PREFIX", "KERNEL_VARIABLES", "RUN_LOCK", "RunDir", "RunDirError", "environment", "git_revision",
+           "kernel_settings", "write_json"]
 
 RUN_LOCK = ".run.lock"
 EVENTS_PREFIX = "events.out.tfevents."  # TensorBoard's event files
@@ -127,8 +128,19 @@ def git_revision() -> str | None:
     return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
+# environment variables that select other CPU kernels (another summation order): a run trained under them
+# rounds differently from one trained without, so its result says which were set
+KERNEL_VARIABLES = ("MKL_CBWR", "ATEN_CPU_CAPABILITY")
+
+
+def kernel_settings() -> dict[str, str]:
+    """The kernel-selecting environment variables that are set ({} for the defaults)."""
+    return {k: os.environ[k] for k in KERNEL_VARIABLES if os.environ.get(k)}
+
+
 def environment() -> dict[str, Any]:
     return {
+        "kernels": kernel_settings(),
         "factorconv": __version__, "torch": torch.__version__, "python": platform.python_version(),
         "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
