@@ -62,10 +62,15 @@ def _setting(replication: dict) -> str:
     return setting.get("cpu", "?")
 
 
+def _replicated(replication: dict | None, label: str) -> dict | None:
+    """The replication's row for claim `label`, None when the study or the claim was not replicated."""
+    return next((r for r in (replication or {}).get("rows", []) if r["key"] == label), None)
+
+
 def _replication_cell(row: dict, replication: dict | None) -> str:
     if replication is None:
         return "not yet replicated" if row["verdict"] in DISTINGUISHABLE else ""
-    match = next((r for r in replication["rows"] if r["key"] == row["label"]), None)
+    match = _replicated(replication, row["label"])
     if match is None:
         return "-"
     w, new = match["welch"], estimate_text(match["new"], signed=True)
@@ -184,8 +189,7 @@ def _summary(records: list[dict], replications: dict[str, dict]) -> list[str]:
     claims = [(rec["study"], c) for rec in five for c in rec["claims"] if c.get("verdict") in DISTINGUISHABLE]
     replicated = missing = 0
     for study, claim in claims:
-        match = next((r for r in (replications.get(study) or {}).get("rows", []) if r["key"] == claim["label"]),
-                     None)
+        match = _replicated(replications.get(study), claim["label"])
         missing += match is None
         replicated += bool(match and match["same_verdict"])
     gained = sum(1 for rec in five for r in (replications.get(rec["study"]) or {}).get("rows", [])

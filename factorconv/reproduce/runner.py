@@ -14,12 +14,12 @@ import torch
 from ..accounting import profile
 from ..ops.base import is_operator
 from ..study import Executor, StudySpec, build_report, match_widths, run_study
-from ..study.power import BELOW_RESOLUTION, Spread, resolution, study_spread
+from ..study.power import BELOW_RESOLUTION, resolution, spread_of_rows
 from ..study.stats import Summary, estimate_text
 from .catalog import Reproduction
 from .verdict import claim_verdict
 
-__all__ = ["SHAPES", "claims", "claims_spread", "plan", "render_claims", "render_plan", "reproduce", "study_spec"]
+__all__ = ["SHAPES", "claims", "plan", "render_claims", "render_plan", "reproduce", "study_spec"]
 
 # (C, H, W) and classes of the data sets a named study names, so that a dry run needs no data
 SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
@@ -133,7 +133,7 @@ def claims(study: Reproduction, results: dict[str, Any]) -> list[dict[str, Any]]
             else:
                 entry["verdict"] = _no_difference(ours, by_label.get(ref.label), claimed)
         out.append(entry)
-    spread = claims_spread(out)
+    spread = spread_of_rows(out)
     for entry in out:
         if "verdict" in entry:
             entry["detectable"] = resolution(entry["difference"], spread)
@@ -142,9 +142,6 @@ def claims(study: Reproduction, results: dict[str, Any]) -> list[dict[str, Any]]
     return out
 
 
-def claims_spread(rows: list[dict[str, Any]]) -> Spread:
-    """The spread of the paired differences the claims' power statement uses (pooled where compatible)."""
-    return study_spread([(r["difference"]["n"], r["difference"]["std"]) for r in rows if r.get("difference")])
 
 
 def setting() -> dict[str, Any]:
@@ -187,7 +184,7 @@ def render_claims(study: Reproduction, scale: str, rows: list[dict[str, Any]]) -
         lines.append(f"| {r['name']} | {paper} | {ci(r['accuracy'])} | {delta} | {ours} | {r['verdict']} | "
                      f"{detectable} |")
     lines += ["", f"Detectable Δ: the smallest true difference the paired seeds would detect with 80% power (two-sided "
-              f"5% test), from {claims_spread(rows).describe()}. A paper's Δ below it is {BELOW_RESOLUTION}: "
+              f"5% test), from {spread_of_rows(rows).describe()}. A paper's Δ below it is {BELOW_RESOLUTION}: "
               "neither a verdict nor a refutation, only the study's size."]
     if scale == "cpu":
         lines += ["", "At CPU scale the data set, backbone width and schedule are not the paper's: a verdict here "
@@ -214,6 +211,6 @@ def record(study: Reproduction, scale: str, out: str | Path, results: dict[str, 
     (out / "reproduce.md").write_text(render_claims(study, scale, rows))
     seconds = sum(run.get("train_seconds") or 0 for row in results["rows"] for run in row["runs"])
     data = {"study": study.name, "scale": scale, "claims": rows, "train_seconds": seconds,
-            "seeds": results["spec"]["seeds"], "spread": claims_spread(rows).to_dict(), "setting": setting()}
+            "seeds": results["spec"]["seeds"], "spread": spread_of_rows(rows).to_dict(), "setting": setting()}
     (out / "reproduce.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
     return {**data, "results": results}

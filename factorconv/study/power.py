@@ -14,13 +14,14 @@ refutation, only a statement about the study's size.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .stats import _incomplete_beta, t_quantile
+from .stats import t_quantile, variance_ratio_p
 
-__all__ = ["ALPHA", "BELOW_RESOLUTION", "POWER", "Spread", "detectable_difference", "resolution", "study_spread"]
+__all__ = ["ALPHA", "BELOW_RESOLUTION", "POWER", "Spread", "detectable_difference", "resolution", "spread_of_rows",
+           "study_spread"]
 
 POWER = 0.80
 ALPHA = 0.05
@@ -36,12 +37,6 @@ def detectable_difference(std: float, n: int, power: float = POWER, alpha: float
         raise ValueError(f"detectable_difference: std must be >= 0, got {std!r}")
     df = n - 1
     return (t_quantile(1 - alpha / 2, df) + t_quantile(power, df)) * std / math.sqrt(n)
-
-
-def _f_two_sided_p(ratio: float, df_num: int, df_den: int) -> float:
-    """Two-sided p-value of a variance ratio `ratio` (>= 1) under the F(df_num, df_den) distribution."""
-    cdf = _incomplete_beta(df_num * ratio / (df_num * ratio + df_den), df_num / 2, df_den / 2)
-    return min(1.0, 2 * (1 - cdf))
 
 
 @dataclass(frozen=True)
@@ -85,8 +80,14 @@ def study_spread(differences: Sequence[tuple[int, float]], alpha: float = ALPHA)
         p = 1.0 if s_hi == 0 else 0.0
     else:
         pairs = len(usable) * (len(usable) - 1) // 2
-        p = min(1.0, pairs * _f_two_sided_p((s_hi / s_lo) ** 2, n_hi - 1, n_lo - 1))
+        p = min(1.0, pairs * variance_ratio_p((s_hi / s_lo) ** 2, n_hi - 1, n_lo - 1))
     return Spread(p >= alpha, pooled_std if p >= alpha else None, df, len(usable), p)
+
+
+def spread_of_rows(rows: Iterable[dict[str, Any]]) -> Spread:
+    """`study_spread` over the paired differences of a study's rows (compare's or reproduce's: each row's
+    "difference" summary, None for the reference)."""
+    return study_spread([(r["difference"]["n"], r["difference"]["std"]) for r in rows if r.get("difference")])
 
 
 def resolution(difference: dict[str, Any] | None, spread: Spread) -> float | None:

@@ -16,7 +16,7 @@ from typing import Any
 from .errors import StudyError
 from .power import ALPHA
 from .records import read_json_record
-from .stats import _t_cdf, estimate_text, t_quantile
+from .stats import Summary, estimate_text, welch_test
 
 __all__ = ["DISTINGUISHABLE", "compare_records", "read_comparisons", "render_replication"]
 
@@ -78,19 +78,16 @@ def read_comparisons(path: str | Path) -> dict[str, Any]:
             "setting": record.get("setting") or record.get("machine")}
 
 
-def _welch(a: dict[str, float], b: dict[str, float]) -> dict[str, float] | None:
-    """a - b between two studies' mean paired differences: Welch's interval and two-sided p-value."""
+def _welch(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float] | None:
+    """a - b between two studies' mean paired differences: Welch's interval and two-sided p-value (None without
+    two seeds on each side; two constant differences are equal or not, with nothing to estimate)."""
     if a["n"] < 2 or b["n"] < 2 or a.get("std") is None or b.get("std") is None:
         return None
-    va, vb = a["std"] ** 2 / a["n"], b["std"] ** 2 / b["n"]
     diff = a["mean"] - b["mean"]
-    if va + vb == 0:
+    if a["std"] == b["std"] == 0:
         return {"mean": diff, "ci_low": diff, "ci_high": diff, "p": 1.0 if diff == 0 else 0.0, "df": math.inf}
-    df = (va + vb) ** 2 / (va ** 2 / (a["n"] - 1) + vb ** 2 / (b["n"] - 1))
-    se = math.sqrt(va + vb)
-    half = t_quantile(1 - ALPHA / 2, df) * se
-    p = 2 * (1 - _t_cdf(abs(diff) / se, df))
-    return {"mean": diff, "ci_low": diff - half, "ci_high": diff + half, "p": min(1.0, p), "df": df}
+    welch = welch_test(*(Summary(x["n"], x["mean"], x["std"], None, None) for x in (a, b)), confidence=1 - ALPHA)
+    return {"mean": welch.difference, "ci_low": welch.low, "ci_high": welch.high, "p": welch.p, "df": welch.df}
 
 
 def _holm(p_values: list[float]) -> list[float]:

@@ -17,7 +17,7 @@ from ..train.task import score_label as task_score_label
 from .errors import StudyError
 from .front import front_steps, pareto_front
 from .plot import plot_study
-from .power import resolution, study_spread
+from .power import resolution, spread_of_rows
 from .records import read_latency, read_run_result, read_study
 from .spec import AXES, METRICS, Budget, StudySpec, human
 from .stats import BETTER, TOO_FEW, WORSE, paired_difference, summarize, verdict
@@ -140,7 +140,7 @@ def build_report(out: str | Path) -> dict[str, Any]:
     if all("latency_ms" in r for r in rows) and "latency" not in axes:
         axes.append("latency")  # accuracy against what it costs to run, where it ships
     steps = _fronts(rows, axes)
-    spread = study_spread([(r["difference"]["n"], r["difference"]["std"]) for r in rows if r["difference"]])
+    spread = spread_of_rows(rows)
     for row in rows:
         row["detectable"] = resolution(row["difference"], spread)
     results = {"spec": asdict(spec), "axes": axes, "rows": rows, "front_steps": steps, "latency": latency,

@@ -13,10 +13,11 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["BETTER", "NOT_DISTINGUISHABLE", "TOO_FEW", "WORSE", "Summary", "estimate_text", "paired_difference",
-           "summarize", "t_quantile", "verdict", "welch_difference"]
+__all__ = ["BETTER", "NOT_DISTINGUISHABLE", "TOO_FEW", "WORSE", "Summary", "Welch", "estimate_text",
+           "paired_difference", "summarize", "t_quantile", "variance_ratio_p", "verdict", "welch_difference",
+           "welch_test"]
 
 BETTER, WORSE, NOT_DISTINGUISHABLE, TOO_FEW = "better", "worse", "not distinguishable", "too few seeds"
 CONFIDENCE = 0.95
@@ -117,21 +118,41 @@ def paired_difference(values: Sequence[float], reference: Sequence[float],
     return summarize([v - r for v, r in zip(values, reference, strict=True)], confidence)
 
 
-def welch_difference(values: Sequence[float], reference: Sequence[float],
-                     confidence: float = CONFIDENCE) -> tuple[float, float, float]:
-    """mean(values) - mean(reference) and its Welch interval (low, high): the two samples need not be paired,
-    equal in size or equal in spread (two studies of one operator on two machines, say). Each needs two values
-    and some spread between them; the degrees of freedom are Welch-Satterthwaite's."""
-    a, b = summarize(values), summarize(reference)
+class Welch(NamedTuple):
+    difference: float
+    low: float
+    high: float
+    p: float  # two-sided
+    df: float  # Welch-Satterthwaite
+
+
+def welch_test(a: Summary, b: Summary, confidence: float = CONFIDENCE) -> Welch:
+    """a.mean - b.mean from two summaries, its Welch interval (low, high), two-sided p-value and degrees of
+    freedom: the samples need not be paired, equal in size or equal in spread (two studies of one operator on
+    two machines, say). Each needs two values and some spread between them."""
     if a.std is None or b.std is None:
         raise ValueError(f"welch_difference: need at least 2 values on each side, got {a.n} and {b.n}")
     va, vb = a.std ** 2 / a.n, b.std ** 2 / b.n
     if va + vb == 0:
         raise ValueError("welch_difference: both samples are constant; their difference has no interval")
     df = (va + vb) ** 2 / (va ** 2 / (a.n - 1) + vb ** 2 / (b.n - 1))
-    half = t_quantile((1 + confidence) / 2, df) * math.sqrt(va + vb)
+    se = math.sqrt(va + vb)
+    half = t_quantile((1 + confidence) / 2, df) * se
     diff = a.mean - b.mean
-    return diff, diff - half, diff + half
+    return Welch(diff, diff - half, diff + half, min(1.0, 2 * (1 - _t_cdf(abs(diff) / se, df))), df)
+
+
+def welch_difference(values: Sequence[float], reference: Sequence[float],
+                     confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """mean(values) - mean(reference) and its Welch interval (low, high) (`welch_test` on their summaries)."""
+    welch = welch_test(summarize(values), summarize(reference), confidence)
+    return welch.difference, welch.low, welch.high
+
+
+def variance_ratio_p(ratio: float, df_num: int, df_den: int) -> float:
+    """Two-sided p-value of a ratio of two sample variances (>= 1) under the F(df_num, df_den) distribution."""
+    cdf = _incomplete_beta(df_num * ratio / (df_num * ratio + df_den), df_num / 2, df_den / 2)
+    return min(1.0, 2 * (1 - cdf))
 
 
 def estimate_text(summary: dict[str, Any] | None, signed: bool = False, missing: str = "-") -> str:
